@@ -1,1 +1,11 @@
-//! End-to-end harness for kafka-medic.
+//! Test harness for kafka-medic: real servers on 127.0.0.1 with ports picked at run time,
+//! each stopped when its handle is dropped, and Kafka helpers built on rdkafka.
+//!
+//! Panics are the failure mode here: this crate only runs inside tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod kafka;
+pub mod process;
+
+pub use kafka::{commit_offsets, create_topic, delete_topic, produce, produce_at, producer, Producer};
+pub use process::{free_port, tool, wait_for_port, Server, Tansu};

@@ -1,0 +1,338 @@
+//! One connection to one broker: framing, correlation ids, version negotiation, TLS and SASL.
+//!
+//! A [`Connection`] sends one request at a time and waits for its response. The pool in
+//! [`super::client`] keeps one per broker and serialises access, which is all a collector that
+//! sends one batched request per broker per stage needs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslHandshakeRequest,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::error::KafkaError;
+use super::sasl::{plain_token, SaslMechanism, ScramClient};
+
+/// Largest response the agent accepts, as a guard against a corrupt length prefix.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+/// How the agent authenticates and encrypts, shared by every connection.
+#[derive(Clone, Default)]
+pub struct Security {
+    /// TLS client configuration; `None` for plaintext.
+    pub tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    /// Overrides the TLS server name (defaults to the broker's host).
+    pub tls_server_name: Option<String>,
+    /// SASL credentials; `None` for no SASL.
+    pub sasl: Option<SaslCredentials>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("tls", &self.tls.is_some())
+            .field("tls_server_name", &self.tls_server_name)
+            .field("sasl", &self.sasl.as_ref().map(|s| (s.mechanism, &s.username)))
+            .finish()
+    }
+}
+
+/// SASL mechanism and credentials.
+#[derive(Clone)]
+pub struct SaslCredentials {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: String,
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A live, authenticated connection to one broker.
+pub struct Connection {
+    io: Box<dyn Io>,
+    addr: String,
+    next_correlation_id: i32,
+    versions: HashMap<i16, (i16, i16)>,
+    timeout: Duration,
+}
+
+/// The short name of an API key, used in errors and as the `api` label of request counters.
+pub fn api_name(key: i16) -> &'static str {
+    match key {
+        1 => "fetch",
+        2 => "list_offsets",
+        3 => "metadata",
+        9 => "offset_fetch",
+        10 => "find_coordinator",
+        15 => "describe_groups",
+        16 => "list_groups",
+        17 => "sasl_handshake",
+        18 => "api_versions",
+        36 => "sasl_authenticate",
+        43 => "elect_leaders",
+        45 => "alter_partition_reassignments",
+        46 => "list_partition_reassignments",
+        _ => "other",
+    }
+}
+
+impl Connection {
+    /// Connects, negotiates API versions and authenticates.
+    pub async fn connect(
+        addr: &str,
+        security: &Security,
+        timeout: Duration,
+    ) -> Result<Self, KafkaError> {
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| KafkaError::Timeout {
+                api: "connect",
+                addr: addr.to_string(),
+                timeout,
+            })?
+            .map_err(|source| KafkaError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        // Nagle only delays small requests; a failure here changes nothing else.
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = match &security.tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let host = security
+                    .tls_server_name
+                    .clone()
+                    .unwrap_or_else(|| host_of(addr).to_string());
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| KafkaError::Tls(format!("invalid TLS server name {host:?}: {e}")))?;
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                let tls = tokio::time::timeout(timeout, connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| KafkaError::Timeout {
+                        api: "tls_handshake",
+                        addr: addr.to_string(),
+                        timeout,
+                    })?
+                    .map_err(|e| KafkaError::Tls(format!("handshake with {addr}: {e}")))?;
+                Box::new(tls)
+            }
+        };
+        let mut conn = Connection {
+            io,
+            addr: addr.to_string(),
+            next_correlation_id: 1,
+            versions: HashMap::new(),
+            timeout,
+        };
+        let versions: ApiVersionsResponse = conn.send(&ApiVersionsRequest::default(), 0).await?;
+        if versions.error_code != 0 {
+            return Err(KafkaError::broker("api_versions", addr, versions.error_code));
+        }
+        conn.versions = versions
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
+        if let Some(sasl) = &security.sasl {
+            conn.authenticate(sasl).await?;
+        }
+        Ok(conn)
+    }
+
+    /// The broker address this connection goes to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The highest version of `R` both sides speak, capped at `cap`.
+    pub fn version<R: Request>(&self, cap: i16) -> Result<i16, KafkaError> {
+        let unsupported = || KafkaError::Unsupported {
+            api: api_name(R::KEY),
+            addr: self.addr.clone(),
+            ours: format!("{}..{}", R::VERSIONS.min, R::VERSIONS.max.min(cap)),
+        };
+        let (min, max) = *self.versions.get(&R::KEY).ok_or_else(unsupported)?;
+        let v = max.min(R::VERSIONS.max).min(cap);
+        if v < min.max(R::VERSIONS.min) {
+            return Err(unsupported());
+        }
+        Ok(v)
+    }
+
+    /// Sends one request at `version` and waits for its response.
+    pub async fn send<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, KafkaError> {
+        let api = api_name(R::KEY);
+        let timeout = self.timeout;
+        let addr = self.addr.clone();
+        tokio::time::timeout(timeout, self.round_trip(request, version))
+            .await
+            .map_err(|_| KafkaError::Timeout { api, addr, timeout })?
+    }
+
+    async fn round_trip<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, KafkaError> {
+        let api = api_name(R::KEY);
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let mut header = RequestHeader::default();
+        header.request_api_key = R::KEY;
+        header.request_api_version = version;
+        header.correlation_id = correlation_id;
+        header.client_id = Some(StrBytes::from_static_str("medic-agent"));
+
+        let encode_err = |e: anyhow::Error| KafkaError::Encode {
+            api,
+            message: e.to_string(),
+        };
+        let mut buf = BytesMut::with_capacity(256);
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, R::header_version(version))
+            .map_err(encode_err)?;
+        request
+            .encode(&mut buf, version)
+            .map_err(encode_err)?;
+        let len = i32::try_from(buf.len() - 4).map_err(|_| KafkaError::Encode {
+            api,
+            message: "request larger than 2 GiB".to_string(),
+        })?;
+        buf[0..4].copy_from_slice(&len.to_be_bytes());
+
+        let io_err = |source| KafkaError::Io {
+            addr: self.addr.clone(),
+            source,
+        };
+        self.io.write_all(&buf).await.map_err(io_err)?;
+        self.io.flush().await.map_err(io_err)?;
+
+        let size = self.io.read_i32().await.map_err(io_err)?;
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|s| *s >= 4 && *s <= MAX_RESPONSE_BYTES)
+            .ok_or_else(|| KafkaError::Decode {
+                api,
+                addr: self.addr.clone(),
+                message: format!("response length {size} out of range"),
+            })?;
+        let mut body = vec![0u8; size];
+        self.io.read_exact(&mut body).await.map_err(io_err)?;
+        let mut body = Bytes::from(body);
+        let decode_err = |message: String| KafkaError::Decode {
+            api,
+            addr: self.addr.clone(),
+            message,
+        };
+        let header =
+            ResponseHeader::decode(&mut body, <R::Response as HeaderVersion>::header_version(version))
+                .map_err(|e| decode_err(e.to_string()))?;
+        if header.correlation_id != correlation_id {
+            return Err(decode_err(format!(
+                "correlation id {} does not match request {correlation_id}",
+                header.correlation_id
+            )));
+        }
+        let response =
+            R::Response::decode(&mut body, version).map_err(|e| decode_err(e.to_string()))?;
+        if body.has_remaining() && api != "api_versions" {
+            tracing::debug!(api, addr = %self.addr, trailing = body.remaining(), "response has trailing bytes");
+        }
+        Ok(response)
+    }
+
+    async fn authenticate(&mut self, sasl: &SaslCredentials) -> Result<(), KafkaError> {
+        let addr = self.addr.clone();
+        let sasl_err = |message: String| KafkaError::Sasl {
+            addr: addr.clone(),
+            message,
+        };
+        let mut handshake = SaslHandshakeRequest::default();
+        handshake.mechanism = StrBytes::from_static_str(sasl.mechanism.name());
+        let v = self.version::<SaslHandshakeRequest>(1)?;
+        let resp = self.send(&handshake, v).await?;
+        if resp.error_code != 0 {
+            let enabled: Vec<&str> = resp.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(sasl_err(format!(
+                "broker refused mechanism {} (enabled: {})",
+                sasl.mechanism.name(),
+                enabled.join(", ")
+            )));
+        }
+        match sasl.mechanism {
+            SaslMechanism::Plain => {
+                self.sasl_step(plain_token(&sasl.username, &sasl.password))
+                    .await?;
+            }
+            SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
+                let mut scram = ScramClient::new(sasl.mechanism, &sasl.username, &sasl.password)
+                    .ok_or_else(|| sasl_err("not a SCRAM mechanism".to_string()))?;
+                let server_first = self.sasl_step(scram.client_first()).await?;
+                let client_final = scram.client_final(&server_first).map_err(sasl_err)?;
+                let server_final = self.sasl_step(client_final).await?;
+                scram.verify_server_final(&server_final).map_err(sasl_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn sasl_step(&mut self, token: Vec<u8>) -> Result<Bytes, KafkaError> {
+        let mut req = SaslAuthenticateRequest::default();
+        req.auth_bytes = Bytes::from(token);
+        let v = self.version::<SaslAuthenticateRequest>(2)?;
+        let resp = self.send(&req, v).await?;
+        if resp.error_code != 0 {
+            return Err(KafkaError::Sasl {
+                addr: self.addr.clone(),
+                message: format!(
+                    "{} ({})",
+                    resp.error_message
+                        .as_ref()
+                        .map(|m| m.as_str())
+                        .unwrap_or("no message"),
+                    super::error::code_name(resp.error_code)
+                ),
+            });
+        }
+        Ok(resp.auth_bytes)
+    }
+}
+
+/// The host part of `host:port` (IPv6 literals in brackets are unwrapped).
+pub fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_handles_ipv4_names_and_ipv6() {
+        assert_eq!(host_of("127.0.0.1:9092"), "127.0.0.1");
+        assert_eq!(host_of("kafka-0.kafka:9093"), "kafka-0.kafka");
+        assert_eq!(host_of("[::1]:9092"), "::1");
+        assert_eq!(host_of("noport"), "noport");
+    }
+
+    #[test]
+    fn api_names_are_a_bounded_set() {
+        assert_eq!(api_name(2), "list_offsets");
+        assert_eq!(api_name(9), "offset_fetch");
+        assert_eq!(api_name(999), "other");
+    }
+}

@@ -1,0 +1,87 @@
+//! TLS client configuration from PEM files.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_rustls::rustls::{self, pki_types::CertificateDer, pki_types::PrivateKeyDer};
+
+use super::error::KafkaError;
+
+/// Builds a rustls client config: trust `ca_file` (or the bundled Mozilla roots when `None`),
+/// and present `cert_file` + `key_file` for mutual TLS when both are given.
+pub fn client_config(
+    ca_file: Option<&Path>,
+    cert_file: Option<&Path>,
+    key_file: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, KafkaError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in read_certs(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| KafkaError::Tls(format!("{}: {e}", path.display())))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| KafkaError::Tls(e.to_string()))?
+        .with_root_certificates(roots);
+    let config = match (cert_file, key_file) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
+            .map_err(|e| KafkaError::Tls(format!("client certificate: {e}")))?,
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err(KafkaError::Tls(
+                "tls_cert_file and tls_key_file must be given together".to_string(),
+            ))
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, KafkaError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| KafkaError::Tls(format!("cannot read {}: {e}", path.display())))?;
+    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_slice()).collect();
+    let certs = certs.map_err(|e| KafkaError::Tls(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(KafkaError::Tls(format!(
+            "{} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, KafkaError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| KafkaError::Tls(format!("cannot read {}: {e}", path.display())))?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| KafkaError::Tls(format!("{}: {e}", path.display())))?
+        .ok_or_else(|| KafkaError::Tls(format!("{} holds no PEM private key", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_roots_build_and_bad_files_are_named() {
+        assert!(client_config(None, None, None).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let err = client_config(Some(&ca), None, None).unwrap_err().to_string();
+        assert!(err.contains("ca.pem holds no PEM certificate"), "{err}");
+        let missing = dir.path().join("missing.pem");
+        let err = client_config(Some(&missing), None, None).unwrap_err().to_string();
+        assert!(err.contains("cannot read") && err.contains("missing.pem"), "{err}");
+        let err = client_config(None, Some(&ca), None).unwrap_err().to_string();
+        assert!(err.contains("must be given together"), "{err}");
+    }
+}

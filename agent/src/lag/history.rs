@@ -1,0 +1,298 @@
+//! Lag in seconds from a per-partition history of log end offsets.
+//!
+//! Every collection observes each partition's log end offset. The history keeps those
+//! observations as runs: one entry per distinct end offset, with the first and the last time it
+//! was seen. The record at offset `o` was appended when the end offset moved past `o`, so its
+//! append time lies between the last time the end offset was still `<= o` and the first time it
+//! was seen `> o`. [`EndOffsetHistory::append_time`] interpolates linearly inside exactly that
+//! bracket. It never extrapolates: an offset older than the history, or not yet written, gets
+//! `None`, and the caller reads the record's own timestamp instead. Because the answer always
+//! lies inside one bracket, its error is at most the bracket's width, and a burst or a replay
+//! cannot make it explode.
+//!
+//! When the history is full, the entry whose removal costs least *relative to its age* is
+//! dropped. Recent brackets stay one collection interval wide, older ones widen in proportion to
+//! their age, so the relative error stays bounded while the history reaches far back.
+
+use std::collections::VecDeque;
+
+/// One run of identical end-offset observations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Run {
+    offset: i64,
+    first_seen: f64,
+    last_seen: f64,
+}
+
+/// The history of one partition's log end offset. Times are seconds since the Unix epoch.
+#[derive(Debug, Clone)]
+pub struct EndOffsetHistory {
+    runs: VecDeque<Run>,
+    capacity: usize,
+}
+
+impl EndOffsetHistory {
+    /// A history holding at most `capacity` runs (at least 3).
+    pub fn new(capacity: usize) -> Self {
+        EndOffsetHistory {
+            runs: VecDeque::with_capacity(capacity.max(3) + 1),
+            capacity: capacity.max(3),
+        }
+    }
+
+    /// Number of runs held.
+    pub fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// True when nothing has been observed.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The oldest offset the history can place in time.
+    pub fn oldest_offset(&self) -> Option<i64> {
+        self.runs.front().map(|r| r.offset)
+    }
+
+    /// Records that the log end offset was `end_offset` at time `now`.
+    ///
+    /// An end offset lower than the last one means the partition was recreated or truncated;
+    /// the old history no longer describes it and is dropped. Observations older than the last
+    /// one are ignored.
+    pub fn observe(&mut self, end_offset: i64, now: f64) {
+        if let Some(last) = self.runs.back_mut() {
+            if now < last.last_seen {
+                return;
+            }
+            if end_offset == last.offset {
+                last.last_seen = now;
+                return;
+            }
+            if end_offset < last.offset {
+                self.runs.clear();
+            }
+        }
+        self.runs.push_back(Run {
+            offset: end_offset,
+            first_seen: now,
+            last_seen: now,
+        });
+        if self.runs.len() > self.capacity {
+            self.thin(now);
+        }
+    }
+
+    /// Drops the interior run whose removal widens a bracket least relative to its age.
+    fn thin(&mut self, now: f64) {
+        let mut best: Option<(usize, f64)> = None;
+        for i in 1..self.runs.len() - 1 {
+            let before = self.runs[i - 1];
+            let after = self.runs[i + 1];
+            let merged_gap = (after.first_seen - before.last_seen).max(0.0);
+            let age = (now - before.last_seen).max(1e-9);
+            let cost = merged_gap / age;
+            if best.is_none_or(|(_, c)| cost < c) {
+                best = Some((i, cost));
+            }
+        }
+        if let Some((i, _)) = best {
+            self.runs.remove(i);
+        }
+    }
+
+    /// The estimated time at which the record at `offset` was appended, or `None` when the
+    /// history cannot place it: the record is older than the first observation, or it has not
+    /// been written yet.
+    pub fn append_time(&self, offset: i64) -> Option<f64> {
+        let first = self.runs.front()?;
+        let last = self.runs.back()?;
+        if offset < first.offset || offset >= last.offset {
+            return None;
+        }
+        // The last run whose end offset is <= offset; runs are sorted by offset.
+        let i = self.runs.partition_point(|r| r.offset <= offset) - 1;
+        let lo = self.runs[i];
+        let hi = self.runs[i + 1];
+        let t1 = lo.last_seen;
+        let t2 = hi.first_seen;
+        let span = (hi.offset - lo.offset) as f64;
+        let frac = ((offset + 1 - lo.offset) as f64 / span).clamp(0.0, 1.0);
+        Some(t1 + frac * (t2 - t1))
+    }
+
+    /// The width in seconds of the bracket that places `offset`: the error bound of
+    /// [`Self::append_time`].
+    pub fn bracket_width(&self, offset: i64) -> Option<f64> {
+        let first = self.runs.front()?;
+        let last = self.runs.back()?;
+        if offset < first.offset || offset >= last.offset {
+            return None;
+        }
+        let i = self.runs.partition_point(|r| r.offset <= offset) - 1;
+        Some(self.runs[i + 1].first_seen - self.runs[i].last_seen)
+    }
+}
+
+/// Lag in seconds for a partition: 0 when nothing is unconsumed, else `now` minus the append
+/// time of the record at the committed offset, never negative.
+pub fn lag_seconds(now: f64, lag: i64, append_time: f64) -> f64 {
+    if lag <= 0 {
+        0.0
+    } else {
+        (now - append_time).max(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn history(points: &[(i64, f64)]) -> EndOffsetHistory {
+        let mut h = EndOffsetHistory::new(64);
+        for (o, t) in points {
+            h.observe(*o, *t);
+        }
+        h
+    }
+
+    #[test]
+    fn empty_and_single_observation_place_nothing() {
+        let h = EndOffsetHistory::new(8);
+        assert_eq!(h.append_time(0), None);
+        let h = history(&[(10, 100.0)]);
+        assert_eq!(h.append_time(9), None);
+        assert_eq!(h.append_time(10), None);
+    }
+
+    #[test]
+    fn interpolates_inside_the_bracket() {
+        // End offset 0 at t=100, 100 at t=110: record 49 was appended when the end passed 49,
+        // i.e. reached 50, half-way through.
+        let h = history(&[(0, 100.0), (100, 110.0)]);
+        assert_eq!(h.append_time(49), Some(105.0));
+        assert_eq!(h.append_time(0), Some(100.1));
+        assert_eq!(h.append_time(99), Some(110.0));
+        assert_eq!(h.append_time(100), None, "not written yet");
+        assert_eq!(h.bracket_width(49), Some(10.0));
+    }
+
+    #[test]
+    fn runs_of_equal_offsets_use_the_last_sighting() {
+        // Idle from 100 to 200 at end offset 5, then 6 records by t=210.
+        let h = history(&[(5, 100.0), (5, 150.0), (5, 200.0), (11, 210.0)]);
+        assert_eq!(h.len(), 2);
+        // Record 5 was appended after t=200 (the end was still 5 then), not at t=100.
+        let t = h.append_time(5).unwrap();
+        assert!((200.0..=210.0).contains(&t), "{t}");
+        assert!((t - 201.6667).abs() < 1e-3, "{t}");
+    }
+
+    #[test]
+    fn older_than_history_is_not_extrapolated() {
+        let h = history(&[(1_000, 100.0), (1_010, 110.0)]);
+        assert_eq!(h.append_time(999), None);
+        assert_eq!(h.append_time(0), None);
+    }
+
+    #[test]
+    fn a_lower_end_offset_resets_the_history() {
+        let mut h = history(&[(100, 100.0), (200, 110.0)]);
+        h.observe(3, 120.0);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h.oldest_offset(), Some(3));
+        assert_eq!(h.append_time(150), None);
+    }
+
+    #[test]
+    fn out_of_order_observations_are_ignored() {
+        let mut h = history(&[(100, 100.0), (200, 110.0)]);
+        h.observe(300, 105.0);
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn lag_seconds_is_zero_without_lag_and_never_negative() {
+        assert_eq!(lag_seconds(100.0, 0, 10.0), 0.0);
+        assert_eq!(lag_seconds(100.0, 5, 90.0), 10.0);
+        assert_eq!(lag_seconds(100.0, 5, 120.0), 0.0);
+    }
+
+    #[test]
+    fn thinning_keeps_the_oldest_and_newest_runs() {
+        let mut h = EndOffsetHistory::new(8);
+        for i in 0..100 {
+            h.observe(i * 10, i as f64 * 10.0);
+        }
+        assert_eq!(h.len(), 8);
+        assert_eq!(h.oldest_offset(), Some(0));
+        assert_eq!(h.append_time(985), Some(990.0));
+        // Recent brackets stay narrower than old ones.
+        let recent = h.bracket_width(975).unwrap();
+        let old = h.bracket_width(15).unwrap();
+        assert!(recent < old, "recent {recent} old {old}");
+    }
+
+    proptest! {
+        /// Whatever the production pattern, the estimate lies inside the bracket between the
+        /// last observation where the record did not exist and the first where it did, and the
+        /// estimate never decreases as the offset grows.
+        #[test]
+        fn estimate_stays_in_its_bracket(
+            steps in proptest::collection::vec((0i64..1_000, 0.1f64..30.0), 2..200),
+            cap in 3usize..64,
+        ) {
+            let mut h = EndOffsetHistory::new(cap);
+            let mut end = 0i64;
+            let mut t = 1_000.0;
+            let mut seen = vec![(end, t)];
+            h.observe(end, t);
+            for (add, dt) in &steps {
+                end += add;
+                t += dt;
+                h.observe(end, t);
+                seen.push((end, t));
+            }
+            let lo_off = h.oldest_offset().unwrap();
+            let mut prev = f64::MIN;
+            for o in lo_off..end {
+                let est = h.append_time(o).expect("covered offsets are placed");
+                // Truth bracket from the full (unthinned) observation list.
+                let before = seen.iter().rev().find(|(e, _)| *e <= o).unwrap().1;
+                let after = seen.iter().find(|(e, _)| *e > o).unwrap().1;
+                prop_assert!(est >= before - 1e-9 && est <= after + 1e-9,
+                    "offset {} est {} not in [{}, {}]", o, est, before, after);
+                prop_assert!(est >= prev - 1e-9);
+                prev = est;
+            }
+            prop_assert!(h.append_time(end).is_none());
+            prop_assert!(h.len() <= cap.max(3));
+        }
+
+        /// Against a producer with known append times, observed every `interval` seconds, the
+        /// error is at most one interval while the history is not thinned.
+        #[test]
+        fn error_is_at_most_one_interval(
+            rates in proptest::collection::vec(0u32..500, 1..60),
+            interval in 1.0f64..30.0,
+        ) {
+            let mut h = EndOffsetHistory::new(128);
+            let mut truth: Vec<f64> = Vec::new();
+            let mut now = 0.0;
+            h.observe(0, now);
+            for r in &rates {
+                // r records spread evenly over the next interval.
+                for k in 0..*r {
+                    truth.push(now + interval * (k as f64 + 1.0) / (*r as f64 + 1.0));
+                }
+                now += interval;
+                h.observe(truth.len() as i64, now);
+            }
+            for (o, t) in truth.iter().enumerate() {
+                let est = h.append_time(o as i64).unwrap();
+                prop_assert!((est - t).abs() <= interval + 1e-9, "offset {} est {} truth {}", o, est, t);
+            }
+        }
+    }
+}
