@@ -27,10 +27,16 @@ async fn batched_reads_against_tansu() {
 
     let c = client(&b);
     let md = c.metadata(None).await.unwrap();
-    assert_eq!(md.brokers.keys().copied().collect::<Vec<_>>(), vec![Tansu::NODE_ID]);
+    assert_eq!(
+        md.brokers.keys().copied().collect::<Vec<_>>(),
+        vec![Tansu::NODE_ID]
+    );
     let orders = &md.topics["orders"];
     assert_eq!(orders.partitions.len(), 3);
-    assert!(orders.partitions.values().all(|p| p.leader == Tansu::NODE_ID));
+    assert!(orders
+        .partitions
+        .values()
+        .all(|p| p.leader == Tansu::NODE_ID));
 
     let mut groups = c.list_groups(Tansu::NODE_ID).await.unwrap();
     groups.sort_by(|a, b| a.group.cmp(&b.group));
@@ -45,16 +51,28 @@ async fn batched_reads_against_tansu() {
     let billing = offsets.iter().find(|g| g.group == "billing").unwrap();
     let mut got = billing.offsets.clone().unwrap();
     got.sort();
-    assert_eq!(got, vec![(Tp::new("orders", 0), 3), (Tp::new("orders", 1), 2)]);
+    assert_eq!(
+        got,
+        vec![(Tp::new("orders", 0), 3), (Tp::new("orders", 1), 2)]
+    );
 
-    let parts = vec![Tp::new("orders", 0), Tp::new("orders", 1), Tp::new("orders", 2)];
+    let parts = vec![
+        Tp::new("orders", 0),
+        Tp::new("orders", 1),
+        Tp::new("orders", 2),
+    ];
     let mut ends = c.list_offsets(Tansu::NODE_ID, &parts, -1).await.unwrap();
     ends.sort_by(|a, b| a.0.cmp(&b.0));
     let ends: Vec<_> = ends.into_iter().map(|(tp, r)| (tp.partition, r)).collect();
     assert_eq!(ends, vec![(0, Ok(5)), (1, Ok(2)), (2, Ok(0))]);
 
     let ts = c
-        .fetch_timestamps(Tansu::NODE_ID, &[(Tp::new("orders", 0), 3)], 1 << 20, 64 << 10)
+        .fetch_timestamps(
+            Tansu::NODE_ID,
+            &[(Tp::new("orders", 0), 3)],
+            1 << 20,
+            64 << 10,
+        )
         .await
         .unwrap();
     eprintln!("{ts:?}");

@@ -337,9 +337,7 @@ impl KafkaClient {
 
     /// The groups that the broker at `addr` coordinates.
     pub async fn list_groups_at(&self, addr: &str) -> Result<Vec<ListedGroup>, KafkaError> {
-        let (_, resp) = self
-            .call(addr, 4, |_| ListGroupsRequest::default())
-            .await?;
+        let (_, resp) = self.call(addr, 4, |_| ListGroupsRequest::default()).await?;
         if resp.error_code != 0 {
             return Err(KafkaError::broker("list_groups", addr, resp.error_code));
         }
@@ -399,7 +397,12 @@ impl KafkaClient {
                                 t.partitions
                                     .iter()
                                     .filter(|p| p.error_code == 0 && p.committed_offset >= 0)
-                                    .map(|p| (Tp::new(t.name.0.as_str(), p.partition_index), p.committed_offset))
+                                    .map(|p| {
+                                        (
+                                            Tp::new(t.name.0.as_str(), p.partition_index),
+                                            p.committed_offset,
+                                        )
+                                    })
                             })
                             .collect())
                     };
@@ -420,7 +423,12 @@ impl KafkaClient {
                             t.partitions
                                 .iter()
                                 .filter(|p| p.error_code == 0 && p.committed_offset >= 0)
-                                .map(|p| (Tp::new(t.name.0.as_str(), p.partition_index), p.committed_offset))
+                                .map(|p| {
+                                    (
+                                        Tp::new(t.name.0.as_str(), p.partition_index),
+                                        p.committed_offset,
+                                    )
+                                })
                         })
                         .collect())
                 };
@@ -574,7 +582,9 @@ fn group_by_topic<'a, T: Copy>(
 ) -> BTreeMap<Arc<str>, Vec<(i32, T)>> {
     let mut m: BTreeMap<Arc<str>, Vec<(i32, T)>> = BTreeMap::new();
     for (tp, v) in items {
-        m.entry(tp.topic.clone()).or_default().push((tp.partition, v));
+        m.entry(tp.topic.clone())
+            .or_default()
+            .push((tp.partition, v));
     }
     m
 }
@@ -598,8 +608,7 @@ pub fn timestamp_at(mut records: Bytes, offset: i64) -> FetchOutcome {
         };
         let total = 12 + len;
         if records.remaining() < total {
-            if records.remaining() >= BATCH_HEADER_TIMESTAMPS_END && truncated_first_ts.is_none()
-            {
+            if records.remaining() >= BATCH_HEADER_TIMESTAMPS_END && truncated_first_ts.is_none() {
                 let ts = i64::from_be_bytes(records[27..35].try_into().unwrap_or([0; 8]));
                 truncated_first_ts = Some((base_offset, ts));
             }
@@ -674,10 +683,24 @@ mod tests {
     #[test]
     fn finds_the_exact_record_inside_a_batch() {
         let recs: Vec<_> = (10..20).map(|o| record(o, 1_000 + o * 10)).collect();
-        for c in [Compression::None, Compression::Gzip, Compression::Lz4, Compression::Zstd, Compression::Snappy] {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Lz4,
+            Compression::Zstd,
+            Compression::Snappy,
+        ] {
             let b = batch(&recs, c);
-            assert_eq!(timestamp_at(b.clone(), 10), FetchOutcome::Timestamp(1_100), "{c:?}");
-            assert_eq!(timestamp_at(b.clone(), 15), FetchOutcome::Timestamp(1_150), "{c:?}");
+            assert_eq!(
+                timestamp_at(b.clone(), 10),
+                FetchOutcome::Timestamp(1_100),
+                "{c:?}"
+            );
+            assert_eq!(
+                timestamp_at(b.clone(), 15),
+                FetchOutcome::Timestamp(1_150),
+                "{c:?}"
+            );
             assert_eq!(timestamp_at(b, 25), FetchOutcome::NoRecord, "{c:?}");
         }
     }
@@ -702,9 +725,17 @@ mod tests {
 
     #[test]
     fn broker_addr_brackets_ipv6() {
-        let b = BrokerInfo { host: "::1".into(), port: 9092, rack: None };
+        let b = BrokerInfo {
+            host: "::1".into(),
+            port: 9092,
+            rack: None,
+        };
         assert_eq!(b.addr(), "[::1]:9092");
-        let b = BrokerInfo { host: "k0".into(), port: 1, rack: None };
+        let b = BrokerInfo {
+            host: "k0".into(),
+            port: 1,
+            rack: None,
+        };
         assert_eq!(b.addr(), "k0:1");
     }
 }

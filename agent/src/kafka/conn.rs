@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
-    SaslHandshakeRequest,
+    ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -39,7 +39,10 @@ impl std::fmt::Debug for Security {
         f.debug_struct("Security")
             .field("tls", &self.tls.is_some())
             .field("tls_server_name", &self.tls_server_name)
-            .field("sasl", &self.sasl.as_ref().map(|s| (s.mechanism, &s.username)))
+            .field(
+                "sasl",
+                &self.sasl.as_ref().map(|s| (s.mechanism, &s.username)),
+            )
             .finish()
     }
 }
@@ -112,7 +115,9 @@ impl Connection {
                     .clone()
                     .unwrap_or_else(|| host_of(addr).to_string());
                 let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
-                    .map_err(|e| KafkaError::Tls(format!("invalid TLS server name {host:?}: {e}")))?;
+                    .map_err(|e| {
+                        KafkaError::Tls(format!("invalid TLS server name {host:?}: {e}"))
+                    })?;
                 let connector = tokio_rustls::TlsConnector::from(config.clone());
                 let tls = tokio::time::timeout(timeout, connector.connect(name, tcp))
                     .await
@@ -134,7 +139,11 @@ impl Connection {
         };
         let versions: ApiVersionsResponse = conn.send(&ApiVersionsRequest::default(), 0).await?;
         if versions.error_code != 0 {
-            return Err(KafkaError::broker("api_versions", addr, versions.error_code));
+            return Err(KafkaError::broker(
+                "api_versions",
+                addr,
+                versions.error_code,
+            ));
         }
         conn.versions = versions
             .api_keys
@@ -204,9 +213,7 @@ impl Connection {
         header
             .encode(&mut buf, R::header_version(version))
             .map_err(encode_err)?;
-        request
-            .encode(&mut buf, version)
-            .map_err(encode_err)?;
+        request.encode(&mut buf, version).map_err(encode_err)?;
         let len = i32::try_from(buf.len() - 4).map_err(|_| KafkaError::Encode {
             api,
             message: "request larger than 2 GiB".to_string(),
@@ -237,9 +244,11 @@ impl Connection {
             addr: self.addr.clone(),
             message,
         };
-        let header =
-            ResponseHeader::decode(&mut body, <R::Response as HeaderVersion>::header_version(version))
-                .map_err(|e| decode_err(e.to_string()))?;
+        let header = ResponseHeader::decode(
+            &mut body,
+            <R::Response as HeaderVersion>::header_version(version),
+        )
+        .map_err(|e| decode_err(e.to_string()))?;
         if header.correlation_id != correlation_id {
             return Err(decode_err(format!(
                 "correlation id {} does not match request {correlation_id}",

@@ -180,7 +180,10 @@ impl ScramClient {
             .map_err(|_| "server-final verifier is not base64".to_string())?;
         match &self.expected_server_signature {
             Some(expected) if *expected == got => Ok(()),
-            Some(_) => Err("server signature does not match: the server does not know the password".to_string()),
+            Some(_) => Err(
+                "server signature does not match: the server does not know the password"
+                    .to_string(),
+            ),
             None => Err("server-final received before server-first".to_string()),
         }
     }
@@ -265,7 +268,10 @@ mod tests {
             "rOprNGfwEbeRWgbNEkqO",
         )
         .unwrap();
-        assert_eq!(c.client_first(), b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO".to_vec());
+        assert_eq!(
+            c.client_first(),
+            b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO".to_vec()
+        );
         let server_first = b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
         let fin = c.client_final(server_first).unwrap();
         assert_eq!(
@@ -282,8 +288,7 @@ mod tests {
 
     #[test]
     fn scram_rejects_foreign_nonce_and_errors() {
-        let mut c =
-            ScramClient::with_nonce(SaslMechanism::ScramSha512, "u", "p", "abc").unwrap();
+        let mut c = ScramClient::with_nonce(SaslMechanism::ScramSha512, "u", "p", "abc").unwrap();
         let e = c.client_final(b"r=zzz,s=AAAA,i=4096").unwrap_err();
         assert!(e.contains("does not extend"), "{e}");
         let e = c.client_final(b"e=unknown-user").unwrap_err();

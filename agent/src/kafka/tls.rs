@@ -76,12 +76,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, "not a certificate").unwrap();
-        let err = client_config(Some(&ca), None, None).unwrap_err().to_string();
+        let err = client_config(Some(&ca), None, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ca.pem holds no PEM certificate"), "{err}");
         let missing = dir.path().join("missing.pem");
-        let err = client_config(Some(&missing), None, None).unwrap_err().to_string();
-        assert!(err.contains("cannot read") && err.contains("missing.pem"), "{err}");
-        let err = client_config(None, Some(&ca), None).unwrap_err().to_string();
+        let err = client_config(Some(&missing), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot read") && err.contains("missing.pem"),
+            "{err}"
+        );
+        let err = client_config(None, Some(&ca), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("must be given together"), "{err}");
     }
 }

@@ -152,7 +152,11 @@ mod tests {
         ];
         for (c, e, at, ts, lag, secs, src) in cases {
             let r = partition_report(0, c, e, now, at, ts);
-            assert_eq!((r.lag, r.lag_seconds, r.lag_seconds_source), (lag, secs, src), "{c} {e}");
+            assert_eq!(
+                (r.lag, r.lag_seconds, r.lag_seconds_source),
+                (lag, secs, src),
+                "{c} {e}"
+            );
         }
     }
 }

@@ -1,0 +1,206 @@
+//! Wiring: the collection loop and the HTTP server, until shutdown.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::collect::{Collector, CollectorSettings};
+use crate::config::{Config, Mode};
+use crate::health::HealthCollector;
+use crate::kafka::{ClientConfig, KafkaClient};
+use crate::render::{render_broker, render_lag};
+use crate::server::{routes, AppState};
+use crate::snapshot::SnapshotCell;
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running agent's parts, for tests that drive collections themselves.
+pub struct Agent {
+    pub collector: Collector,
+    pub health: Option<Arc<Mutex<HealthCollector>>>,
+    pub snapshot: Arc<SnapshotCell>,
+    pub cluster: String,
+    pub broker_id: Option<i32>,
+}
+
+impl Agent {
+    pub fn new(cfg: &Config) -> Agent {
+        let client = Arc::new(KafkaClient::new(ClientConfig {
+            bootstrap: cfg.bootstrap_servers.clone(),
+            security: cfg.security.clone(),
+            request_timeout: cfg.request_timeout,
+            offset_fetch_batch: cfg.offset_fetch_batch,
+        }));
+        let collector = Collector::new(
+            client,
+            CollectorSettings {
+                cluster: cfg.cluster.clone(),
+                mode: cfg.mode.clone(),
+                groups: cfg.groups.clone(),
+                topics: cfg.topics.clone(),
+                history_samples: cfg.history_samples,
+                drain_rate_window: cfg.drain_rate_window,
+                fetch_max_bytes: cfg.fetch_max_bytes,
+                fetch_partition_max_bytes: cfg.fetch_partition_max_bytes,
+            },
+        );
+        Agent {
+            collector,
+            health: cfg
+                .health
+                .clone()
+                .map(|h| Arc::new(Mutex::new(HealthCollector::new(h)))),
+            snapshot: Arc::new(SnapshotCell::default()),
+            cluster: cfg.cluster.clone(),
+            broker_id: match cfg.mode {
+                Mode::Sidecar { broker_id } => Some(broker_id),
+                Mode::Cluster => None,
+            },
+        }
+    }
+
+    /// Runs one collection and publishes the resulting snapshot.
+    pub async fn collect_once(&mut self) {
+        let started = Instant::now();
+        let now = SystemTime::now();
+        let t = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let health_sample = match &self.health {
+            Some(h) => {
+                let h = h.clone();
+                tokio::task::spawn_blocking(move || h.lock().map(|mut h| h.collect()).ok())
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => None,
+        };
+        if let Some(s) = &health_sample {
+            for e in &s.errors {
+                metrics::counter!("medic_agent_collection_errors_total", "stage" => e.stage())
+                    .increment(1);
+                tracing::warn!(stage = e.stage(), error = %e, "broker health reading failed");
+            }
+        }
+        let prev = self.snapshot.load();
+        let result = self.collector.collect(now).await;
+        let mut next = (*prev).clone();
+        next.last_attempt = Some(t);
+        let broker_up = match result {
+            Ok(c) => {
+                for e in &c.errors {
+                    metrics::counter!("medic_agent_collection_errors_total", "stage" => e.stage)
+                        .increment(1);
+                    tracing::warn!(stage = e.stage, error = %e.message, "collection problem");
+                }
+                metrics::counter!("medic_agent_collections_total", "result" => "success")
+                    .increment(1);
+                tracing::debug!(
+                    groups = c.report.groups.len(),
+                    partitions = c.report.partition_count(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "collected"
+                );
+                next.lag_text = Arc::new(render_lag(&c.report));
+                next.report = Arc::new(c.report);
+                next.last_success = Some(t);
+                next.last_error = None;
+                c.broker_up
+            }
+            Err(e) => {
+                metrics::counter!("medic_agent_collection_errors_total", "stage" => e.stage())
+                    .increment(1);
+                metrics::counter!("medic_agent_collections_total", "result" => "failure")
+                    .increment(1);
+                let msg = error_chain(&e);
+                tracing::warn!(error = %msg, "collection failed; serving the last snapshot");
+                next.last_error = Some(msg);
+                self.collector.probe_local_broker().await
+            }
+        };
+        if let Some(b) = self.broker_id {
+            next.broker_text = render_broker(
+                &self.cluster,
+                b,
+                broker_up.unwrap_or(false),
+                health_sample.as_ref(),
+            );
+        }
+        self.snapshot.store(next);
+        metrics::histogram!("medic_agent_collection_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+    }
+}
+
+/// The error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let prometheus = crate::telemetry::metrics_handle(&cfg.cluster);
+    let mut agent = Agent::new(&cfg);
+    let state = Arc::new(AppState {
+        snapshot: agent.snapshot.clone(),
+        prometheus,
+        cluster: cfg.cluster.clone(),
+        mode: match cfg.mode {
+            Mode::Sidecar { broker_id } => format!("sidecar (broker {broker_id})"),
+            Mode::Cluster => "cluster".to_string(),
+        },
+        stale_after: cfg.stale_after,
+    });
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().unwrap_or(cfg.listen);
+    let server = warp::serve(routes(state))
+        .incoming(listener)
+        .graceful(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .run();
+    tracing::info!(%addr, cluster = %cfg.cluster, mode = ?cfg.mode, interval = ?cfg.interval, "medic-agent listening");
+    let interval = cfg.interval;
+    let collector = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => agent.collect_once().await,
+                _ = stop_rx.changed() => break,
+            }
+        }
+    });
+    server.await;
+    let _ = collector.await;
+    tracing::info!("medic-agent stopped");
+    Ok(())
+}
