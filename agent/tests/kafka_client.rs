@@ -69,13 +69,58 @@ async fn batched_reads_against_tansu() {
     let ts = c
         .fetch_timestamps(
             Tansu::NODE_ID,
-            &[(Tp::new("orders", 0), 3)],
+            &[(Tp::new("orders", 0), vec![3])],
             1 << 20,
             64 << 10,
         )
         .await
         .unwrap();
     eprintln!("{ts:?}");
-    assert!(matches!(ts[0].1, FetchOutcome::Timestamp(t) if t > 1_700_000_000_000));
+    assert!(matches!(ts[0].2, FetchOutcome::Timestamp(t) if t > 1_700_000_000_000));
     eprintln!("requests: {:?}", c.stats().by_api());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetch_timestamps_for_several_partitions_in_one_request() {
+    let tansu = Tansu::start();
+    let b = tansu.bootstrap();
+    create_topic(&b, "orders", 2);
+    create_topic(&b, "payments", 1);
+    let p = producer(&b);
+    produce(&p, "orders", 0, 5);
+    produce(&p, "payments", 0, 4);
+    let c = client(&b);
+    c.metadata(None).await.unwrap();
+    let ts = c
+        .fetch_timestamps(
+            Tansu::NODE_ID,
+            &[
+                (Tp::new("orders", 0), vec![3, 1]),
+                (Tp::new("payments", 0), vec![0]),
+            ],
+            4 << 20,
+            64 << 10,
+        )
+        .await
+        .unwrap();
+    eprintln!("{ts:?}");
+    let got: Vec<_> = ts
+        .iter()
+        .map(|(tp, o, _)| (tp.topic.to_string(), *o))
+        .collect();
+    let mut got = got;
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("orders".into(), 1),
+            ("orders".into(), 3),
+            ("payments".into(), 0)
+        ]
+    );
+    assert!(
+        ts.iter()
+            .all(|(_, _, o)| matches!(o, FetchOutcome::Timestamp(_))),
+        "{ts:?}"
+    );
 }

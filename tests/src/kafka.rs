@@ -94,3 +94,35 @@ pub fn commit_offsets(bootstrap: &str, group: &str, offsets: &[(&str, i32, i64)]
     }
     c.commit(&tpl, CommitMode::Sync).expect("commit");
 }
+
+/// Joins `group` with a subscribing consumer, reads until `count` records arrived (or
+/// `timeout`), commits synchronously and leaves the group. Returns the records read.
+pub fn consume_and_commit(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) -> usize {
+    use rdkafka::message::Message;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    let deadline = std::time::Instant::now() + timeout;
+    let mut got = 0;
+    while got < count && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let _ = m.offset();
+            got += 1;
+        }
+    }
+    c.commit_consumer_state(CommitMode::Sync).expect("commit");
+    c.unsubscribe();
+    got
+}

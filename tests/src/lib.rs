@@ -4,8 +4,13 @@
 //! Panics are the failure mode here: this crate only runs inside tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod http;
 pub mod kafka;
 pub mod process;
 
-pub use kafka::{commit_offsets, create_topic, delete_topic, produce, produce_at, producer, Producer};
+pub use kafka::{
+    commit_offsets, consume_and_commit, create_topic, delete_topic, produce, produce_at, producer,
+    Producer,
+};
 pub use process::{free_port, tool, wait_for_port, Server, Tansu};
+pub use http::{get, sample, wait_until};

@@ -396,16 +396,14 @@ impl Collector {
         pending: &BTreeMap<Tp, BTreeSet<i64>>,
         errors: &mut Vec<StageError>,
     ) {
-        // A Fetch names each partition once, so one offset per partition per round (the
-        // lowest: the oldest unconsumed record across the groups waiting on it).
-        let wants: Vec<(Tp, i64)> = pending
+        let wants: Vec<(Tp, Vec<i64>)> = pending
             .iter()
-            .filter_map(|(tp, offs)| offs.iter().next().map(|o| (tp.clone(), *o)))
+            .map(|(tp, offs)| (tp.clone(), offs.iter().copied().collect()))
             .collect();
         let results = self.fetch_round(md, &wants, errors).await;
         let mut below_start: BTreeSet<Tp> = BTreeSet::new();
         let mut starts: HashMap<Tp, i64> = HashMap::new();
-        for ((tp, offset), outcome) in results {
+        for (tp, offset, outcome) in results {
             match outcome {
                 FetchOutcome::Timestamp(ts) => self.state.cache_timestamp(&tp, offset, ts),
                 FetchOutcome::OutOfRange { log_start: Some(s) } => {
@@ -432,15 +430,17 @@ impl Collector {
         if starts.is_empty() {
             return;
         }
-        // The committed offset was deleted: the oldest unconsumed record is the log's first.
-        let second: Vec<(Tp, i64)> = starts.iter().map(|(tp, s)| (tp.clone(), *s)).collect();
+        // The committed offsets were deleted: the oldest unconsumed record is the log's first.
+        let second: Vec<(Tp, Vec<i64>)> = starts
+            .iter()
+            .map(|(tp, s)| (tp.clone(), vec![*s]))
+            .collect();
         let results = self.fetch_round(md, &second, errors).await;
-        for ((tp, _), outcome) in results {
-            if let FetchOutcome::Timestamp(ts) = outcome {
-                if let Some(offs) = pending.get(&tp) {
-                    for o in offs {
-                        self.state.cache_timestamp(&tp, *o, ts);
-                    }
+        for (tp, _, outcome) in results {
+            if let (FetchOutcome::Timestamp(ts), Some(offs)) = (outcome, pending.get(&tp)) {
+                let start = starts.get(&tp).copied().unwrap_or(i64::MAX);
+                for o in offs.iter().filter(|o| **o < start) {
+                    self.state.cache_timestamp(&tp, *o, ts);
                 }
             }
         }
@@ -449,13 +449,16 @@ impl Collector {
     async fn fetch_round(
         &self,
         md: &ClusterMetadata,
-        wants: &[(Tp, i64)],
+        wants: &[(Tp, Vec<i64>)],
         errors: &mut Vec<StageError>,
-    ) -> Vec<((Tp, i64), FetchOutcome)> {
-        let mut by_leader: BTreeMap<i32, Vec<(Tp, i64)>> = BTreeMap::new();
+    ) -> Vec<(Tp, i64, FetchOutcome)> {
+        let mut by_leader: BTreeMap<i32, Vec<(Tp, Vec<i64>)>> = BTreeMap::new();
         for (tp, o) in wants {
             if let Some(l) = leader_of(md, tp) {
-                by_leader.entry(l).or_default().push((tp.clone(), *o));
+                by_leader
+                    .entry(l)
+                    .or_default()
+                    .push((tp.clone(), o.clone()));
             }
         }
         let client = &self.client;
@@ -464,21 +467,13 @@ impl Collector {
             self.settings.fetch_partition_max_bytes,
         );
         let results = join_all(by_leader.into_iter().map(|(leader, w)| async move {
-            let res = client.fetch_timestamps(leader, &w, max, per).await;
-            (leader, w, res)
+            (leader, client.fetch_timestamps(leader, &w, max, per).await)
         }))
         .await;
         let mut out = Vec::new();
-        for (leader, w, res) in results {
+        for (leader, res) in results {
             match res {
-                Ok(list) => {
-                    let offsets: HashMap<Tp, i64> = w.into_iter().collect();
-                    for (tp, outcome) in list {
-                        if let Some(o) = offsets.get(&tp) {
-                            out.push(((tp, *o), outcome));
-                        }
-                    }
-                }
+                Ok(list) => out.extend(list),
                 Err(e) => errors.push(StageError {
                     stage: "fetch",
                     message: format!("broker {leader}: {e}"),

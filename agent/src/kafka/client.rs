@@ -497,18 +497,28 @@ impl KafkaClient {
         Ok(out)
     }
 
-    /// Reads the timestamp of the record at each given offset, from partitions led by `broker`,
+    /// Reads the timestamps of the records at the given offsets of partitions led by `broker`,
     /// in one Fetch request bounded by `max_bytes` overall and `partition_max_bytes` each.
+    /// Each partition is read from its lowest wanted offset; every wanted offset found in the
+    /// returned records gets its timestamp.
     pub async fn fetch_timestamps(
         &self,
         broker: i32,
-        wants: &[(Tp, i64)],
+        wants: &[(Tp, Vec<i64>)],
         max_bytes: i32,
         partition_max_bytes: i32,
-    ) -> Result<Vec<(Tp, FetchOutcome)>, KafkaError> {
+    ) -> Result<Vec<(Tp, i64, FetchOutcome)>, KafkaError> {
         let addr = self.broker_addr(broker)?;
-        let wanted: HashMap<&Tp, i64> = wants.iter().map(|(tp, o)| (tp, *o)).collect();
-        let by_topic = group_by_topic(wants.iter().map(|(tp, o)| (tp, *o)));
+        let mut sorted: HashMap<&Tp, Vec<i64>> = HashMap::with_capacity(wants.len());
+        for (tp, offs) in wants {
+            let mut v = offs.clone();
+            v.sort_unstable();
+            v.dedup();
+            if !v.is_empty() {
+                sorted.insert(tp, v);
+            }
+        }
+        let by_topic = group_by_topic(sorted.iter().map(|(tp, o)| (*tp, o[0])));
         let (_, resp) = self
             .call(&addr, 12, |_| {
                 let mut req = FetchRequest::default();
@@ -556,21 +566,37 @@ impl KafkaClient {
                     topic: topic.clone(),
                     partition: p.partition_index,
                 };
-                let Some(offset) = wanted.get(&tp).copied() else {
+                let Some(offsets) = sorted.get(&tp) else {
                     continue;
                 };
-                let outcome = match p.error_code {
-                    0 => match p.records {
-                        Some(records) => timestamp_at(records, offset),
-                        None => FetchOutcome::NoRecord,
-                    },
+                match p.error_code {
+                    0 => {
+                        let found = match p.records {
+                            Some(records) => timestamps_at(records, offsets),
+                            None => offsets
+                                .iter()
+                                .map(|o| (*o, FetchOutcome::NoRecord))
+                                .collect(),
+                        };
+                        out.extend(found.into_iter().map(|(o, f)| (tp.clone(), o, f)));
+                    }
                     // OFFSET_OUT_OF_RANGE
-                    1 => FetchOutcome::OutOfRange {
-                        log_start: (p.log_start_offset >= 0).then_some(p.log_start_offset),
-                    },
-                    code => FetchOutcome::Error(code),
-                };
-                out.push((tp, outcome));
+                    1 => {
+                        let log_start = (p.log_start_offset >= 0).then_some(p.log_start_offset);
+                        out.extend(
+                            offsets
+                                .iter()
+                                .map(|o| (tp.clone(), *o, FetchOutcome::OutOfRange { log_start })),
+                        );
+                    }
+                    code => {
+                        out.extend(
+                            offsets
+                                .iter()
+                                .map(|o| (tp.clone(), *o, FetchOutcome::Error(code))),
+                        );
+                    }
+                }
             }
         }
         Ok(out)
@@ -592,15 +618,18 @@ fn group_by_topic<'a, T: Copy>(
 /// Size of a record batch header up to and including `maxTimestamp`.
 const BATCH_HEADER_TIMESTAMPS_END: usize = 43;
 
-/// The timestamp of the first record at or after `offset` in a Fetch response's record bytes.
+/// The timestamp of the first record at or after each of `offsets` (sorted ascending) in a
+/// Fetch response's record bytes.
 ///
-/// Complete batches are decoded (and decompressed) to find the exact record. If the only data is
-/// a batch cut short by the size limit, its header still holds the batch's first timestamp,
-/// which is used when the batch starts at `offset` (it is then exact) and otherwise as the
-/// closest lower bound available.
-pub fn timestamp_at(mut records: Bytes, offset: i64) -> FetchOutcome {
+/// Complete batches are decoded (and decompressed) to find the exact records. If the data ends
+/// in a batch cut short by the size limit, its header still holds the batch's first
+/// timestamp; an offset not found in complete batches but inside that batch's range takes it
+/// (exact when the batch starts at that offset, else the closest lower bound available).
+pub fn timestamps_at(mut records: Bytes, offsets: &[i64]) -> Vec<(i64, FetchOutcome)> {
+    let mut out: Vec<(i64, FetchOutcome)> = Vec::with_capacity(offsets.len());
+    let mut next = 0usize;
     let mut truncated_first_ts = None;
-    while records.remaining() >= 12 {
+    'batches: while records.remaining() >= 12 && next < offsets.len() {
         let base_offset = i64::from_be_bytes(records[0..8].try_into().unwrap_or([0; 8]));
         let len = i32::from_be_bytes(records[8..12].try_into().unwrap_or([0; 4]));
         let Ok(len) = usize::try_from(len) else {
@@ -608,24 +637,23 @@ pub fn timestamp_at(mut records: Bytes, offset: i64) -> FetchOutcome {
         };
         let total = 12 + len;
         if records.remaining() < total {
-            if records.remaining() >= BATCH_HEADER_TIMESTAMPS_END && truncated_first_ts.is_none() {
+            if records.remaining() >= BATCH_HEADER_TIMESTAMPS_END {
                 let ts = i64::from_be_bytes(records[27..35].try_into().unwrap_or([0; 8]));
                 truncated_first_ts = Some((base_offset, ts));
             }
             break;
         }
         let mut batch = records.split_to(total);
-        if records.is_empty() && batch.len() < total {
-            break;
-        }
         match RecordBatchDecoder::decode(&mut batch) {
             Ok(set) => {
-                if let Some(r) = set
-                    .records
-                    .iter()
-                    .find(|r| r.offset >= offset && !r.control)
-                {
-                    return FetchOutcome::Timestamp(r.timestamp);
+                for r in set.records.iter().filter(|r| !r.control) {
+                    while next < offsets.len() && r.offset >= offsets[next] {
+                        out.push((offsets[next], FetchOutcome::Timestamp(r.timestamp)));
+                        next += 1;
+                    }
+                    if next == offsets.len() {
+                        break 'batches;
+                    }
                 }
             }
             Err(e) => {
@@ -634,10 +662,22 @@ pub fn timestamp_at(mut records: Bytes, offset: i64) -> FetchOutcome {
             }
         }
     }
-    match truncated_first_ts {
-        Some((_, ts)) => FetchOutcome::Timestamp(ts),
-        None => FetchOutcome::NoRecord,
+    for o in &offsets[next..] {
+        let outcome = match truncated_first_ts {
+            Some((base, ts)) if *o <= base || out.is_empty() => FetchOutcome::Timestamp(ts),
+            _ => FetchOutcome::NoRecord,
+        };
+        out.push((*o, outcome));
     }
+    out
+}
+
+/// The timestamp of the first record at or after `offset` (see [`timestamps_at`]).
+pub fn timestamp_at(records: Bytes, offset: i64) -> FetchOutcome {
+    timestamps_at(records, &[offset])
+        .pop()
+        .map(|(_, f)| f)
+        .unwrap_or(FetchOutcome::NoRecord)
 }
 
 #[cfg(test)]
@@ -721,6 +761,22 @@ mod tests {
         let too_short = b.slice(0..20);
         assert_eq!(timestamp_at(too_short, 7), FetchOutcome::NoRecord);
         assert_eq!(timestamp_at(Bytes::new(), 7), FetchOutcome::NoRecord);
+    }
+
+    #[test]
+    fn several_offsets_in_one_read() {
+        let mut all = BytesMut::new();
+        all.extend_from_slice(&batch(&[record(0, 500), record(1, 600)], Compression::None));
+        all.extend_from_slice(&batch(&[record(2, 700), record(3, 800)], Compression::Gzip));
+        let got = timestamps_at(all.freeze(), &[1, 3, 9]);
+        assert_eq!(
+            got,
+            vec![
+                (1, FetchOutcome::Timestamp(600)),
+                (3, FetchOutcome::Timestamp(800)),
+                (9, FetchOutcome::NoRecord)
+            ]
+        );
     }
 
     #[test]
