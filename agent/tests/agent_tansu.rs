@@ -221,6 +221,4 @@ async fn a_topic_deleted_under_a_group_drops_its_series() {
     assert!(snap.lag_text.contains(
         "medic_agent_committed_offsets_skipped{cluster=\"t\",reason=\"topic_missing\"} 0\n"
     ));
-} 1\n"
-    ));
 }
