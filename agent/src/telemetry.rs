@@ -28,6 +28,20 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
+/// The `stage` label values of `medic_agent_collection_errors_total`.
+pub const STAGES: &[&str] = &[
+    "metadata",
+    "list_groups",
+    "offset_fetch",
+    "list_offsets",
+    "fetch",
+    "process",
+    "cpu",
+    "memory",
+    "network",
+    "disk",
+];
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process-wide metrics recorder once, labelling everything with `cluster`, and
@@ -74,4 +88,12 @@ fn describe() {
         "Always 1; the version label names the running build."
     );
     metrics::gauge!("medic_agent_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Every series starts at 0, so rate() and alerts see the first error, and a scrape always
+    // has the same families.
+    for stage in STAGES {
+        metrics::counter!("medic_agent_collection_errors_total", "stage" => *stage).absolute(0);
+    }
+    for result in ["success", "failure"] {
+        metrics::counter!("medic_agent_collections_total", "result" => result).absolute(0);
+    }
 }
