@@ -1,6 +1,8 @@
 //! The Kafka client against rdkafka's in-process MockCluster (3 brokers): end offsets are read
-//! with one ListOffsets per leader, follow a leader change, survive a broker going down, and
-//! committed offsets come from the group's coordinator.
+//! with one ListOffsets per leader, follow a leader change, and survive a broker going down.
+//!
+//! (The mock cannot answer OffsetFetch for "all topics", which the agent uses; committed
+//! offsets are tested against tansu.)
 
 use std::time::Duration;
 
