@@ -71,7 +71,8 @@ pub fn produce(p: &Producer, topic: &str, partition: i32, count: usize) {
 
 /// Produces one record with an explicit timestamp (ms since the epoch) and flushes.
 pub fn produce_at(p: &Producer, topic: &str, partition: i32, ts_ms: Option<i64>, payload: &str) {
-    let mut rec: BaseRecord<'_, (), str> = BaseRecord::to(topic).partition(partition).payload(payload);
+    let mut rec: BaseRecord<'_, (), str> =
+        BaseRecord::to(topic).partition(partition).payload(payload);
     if let Some(ts) = ts_ms {
         rec = rec.timestamp(ts);
     }
@@ -125,4 +126,25 @@ pub fn consume_and_commit(
     c.commit_consumer_state(CommitMode::Sync).expect("commit");
     c.unsubscribe();
     got
+}
+
+/// Produces `count` records as fast as possible (one record per batch, several in flight),
+/// each with the current time as its timestamp; returns the timestamps, in offset order.
+pub fn produce_burst(p: &Producer, topic: &str, partition: i32, count: usize) -> Vec<i64> {
+    let mut ts = Vec::with_capacity(count);
+    for i in 0..count {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let payload = format!("b{i}");
+        let rec: BaseRecord<'_, (), str> = BaseRecord::to(topic)
+            .partition(partition)
+            .payload(payload.as_str())
+            .timestamp(t);
+        p.send(rec).map_err(|(e, _)| e).expect("enqueue record");
+        ts.push(t);
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    ts
 }

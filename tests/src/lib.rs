@@ -8,9 +8,9 @@ pub mod http;
 pub mod kafka;
 pub mod process;
 
+pub use http::{get, sample, wait_until};
 pub use kafka::{
-    commit_offsets, consume_and_commit, create_topic, delete_topic, produce, produce_at, producer,
-    Producer,
+    commit_offsets, consume_and_commit, create_topic, delete_topic, produce, produce_at,
+    produce_burst, producer, Producer,
 };
 pub use process::{free_port, tool, wait_for_port, Server, Tansu};
-pub use http::{get, sample, wait_until};
