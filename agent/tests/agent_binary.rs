@@ -1,6 +1,7 @@
 //! The medic-agent binary against a real tansu broker: sidecar mode with broker health, a
 //! scrape that passes `promtool check metrics` and matches the golden family list, and a broker
 //! that is killed and restarted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::Command;

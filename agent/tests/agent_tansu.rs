@@ -1,5 +1,6 @@
 //! medic-agent against a real tansu broker: exact lag values, filters, a group that goes empty
 //! and comes back, a topic deleted under a group.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,4 +1,5 @@
 //! The Kafka client against a real tansu broker.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

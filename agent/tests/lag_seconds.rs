@@ -2,6 +2,7 @@
 //! consumer that commits behind it, a burst, and a replay from the beginning. Every reported
 //! value must stay within max(one collection interval, 5%) of the true age of the oldest
 //! unconsumed record.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

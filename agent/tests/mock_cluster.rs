@@ -3,6 +3,7 @@
 //!
 //! (The mock cannot answer OffsetFetch for "all topics", which the agent uses; committed
 //! offsets are tested against tansu.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
