@@ -1,1 +1,19 @@
-//! medic-actuator
+//! medic-actuator: turns `KafkaConsumerLagPersistent` alerts from Alertmanager into replica
+//! changes of consumer Deployments, with cooldowns, dedupe, authentication and a durable audit
+//! log. See README.md in this crate for the operator's view.
+
+pub mod alert;
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod decide;
+pub mod engine;
+pub mod http;
+pub mod policy;
+pub mod telemetry;
+pub mod tls;
+
+pub use app::App;
+pub use config::{Args, Config};

@@ -1,0 +1,340 @@
+//! Alertmanager webhook payloads (version 4) and the alerts the actuator understands.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The alert that scales consumers.
+pub const LAG_ALERT: &str = "KafkaConsumerLagPersistent";
+/// Broker alerts that hold scale-downs on their cluster.
+pub const BROKER_HOLD_ALERTS: [&str; 2] = ["KafkaBrokerDown", "KafkaBrokerOverloaded"];
+
+/// Why a payload was refused (a 400; nothing was changed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// Not JSON, or fields missing or of the wrong type.
+    #[error("malformed webhook payload: {0}")]
+    Malformed(String),
+    /// A version other than "4".
+    #[error("unsupported webhook payload version {0:?}, expected \"4\"")]
+    Version(String),
+    /// An alert lacks what the actuator needs.
+    #[error("alerts[{index}] ({alertname}): {problem}")]
+    Alert {
+        /// Position in `alerts`.
+        index: usize,
+        /// Its alertname label.
+        alertname: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Firing or resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    /// The alert is active.
+    Firing,
+    /// The alert stopped.
+    Resolved,
+}
+
+impl AlertStatus {
+    /// `firing` or `resolved`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert in the webhook payload, as Alertmanager sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireAlert {
+    /// firing or resolved.
+    pub status: AlertStatus,
+    /// Alert labels.
+    pub labels: BTreeMap<String, String>,
+    /// Alert annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// RFC 3339 start time.
+    pub starts_at: String,
+    /// RFC 3339 end time (`0001-01-01T00:00:00Z` while firing).
+    #[serde(default)]
+    pub ends_at: String,
+    /// Link to the rule's expression.
+    #[serde(rename = "generatorURL", default)]
+    pub generator_url: String,
+    /// Alertmanager's fingerprint of the label set.
+    pub fingerprint: String,
+}
+
+/// The webhook body, version 4.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookPayload {
+    /// Must be "4".
+    pub version: String,
+    /// The group's status.
+    pub status: AlertStatus,
+    /// The receiver name.
+    #[serde(default)]
+    pub receiver: String,
+    /// The alerts.
+    pub alerts: Vec<WireAlert>,
+    /// Labels the group was formed by.
+    #[serde(default)]
+    pub group_labels: BTreeMap<String, String>,
+    /// Labels common to all alerts.
+    #[serde(default)]
+    pub common_labels: BTreeMap<String, String>,
+    /// Annotations common to all alerts.
+    #[serde(default)]
+    pub common_annotations: BTreeMap<String, String>,
+    /// Alertmanager's URL.
+    #[serde(rename = "externalURL", default)]
+    pub external_url: String,
+    /// The group key.
+    #[serde(default)]
+    pub group_key: String,
+    /// Alerts left out because of max_alerts.
+    #[serde(default)]
+    pub truncated_alerts: u64,
+}
+
+/// A consumer-lag alert, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LagAlert {
+    /// Alertmanager's fingerprint.
+    pub fingerprint: String,
+    /// firing or resolved.
+    pub status: AlertStatus,
+    /// Start time as sent (part of the dedupe key).
+    pub starts_at: String,
+    /// `cluster` label.
+    pub cluster: String,
+    /// `consumergroup` label.
+    pub consumergroup: String,
+    /// `lag_offsets` annotation, if present.
+    pub lag_annotation: Option<u64>,
+}
+
+impl LagAlert {
+    /// The dedupe key of this delivery: the same alert in the same state from the same start.
+    pub fn delivery_key(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.fingerprint,
+            self.status.as_str(),
+            self.starts_at
+        )
+    }
+}
+
+/// A broker alert that holds scale-downs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAlert {
+    /// Alert name.
+    pub alertname: String,
+    /// Alertmanager's fingerprint.
+    pub fingerprint: String,
+    /// firing or resolved.
+    pub status: AlertStatus,
+    /// `cluster` label.
+    pub cluster: String,
+    /// `broker` label, if any.
+    pub broker: Option<String>,
+}
+
+/// An alert sorted by what the actuator does with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Alert {
+    /// Consumer lag: may scale.
+    Lag(LagAlert),
+    /// Broker trouble: holds scale-downs.
+    Broker(BrokerAlert),
+    /// Anything else: ignored (counted).
+    Other {
+        /// Its alertname label.
+        alertname: String,
+    },
+}
+
+/// Parse a lag figure: a non-negative integer, or a float Prometheus printed (rounded up).
+fn parse_lag(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Some(n);
+    }
+    let f: f64 = s.parse().ok()?;
+    if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 {
+        Some(f.ceil() as u64)
+    } else {
+        None
+    }
+}
+
+/// Parse and validate a webhook body. Every alert is checked before anything is acted on.
+pub fn parse_payload(body: &[u8]) -> Result<(WebhookPayload, Vec<Alert>), PayloadError> {
+    // Check the version first, so a v3 payload gets the version message rather than a field error.
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| PayloadError::Malformed(e.to_string()))?;
+    match value.get("version") {
+        Some(serde_json::Value::String(v)) if v == "4" => {}
+        Some(serde_json::Value::String(v)) => return Err(PayloadError::Version(v.clone())),
+        Some(other) => return Err(PayloadError::Version(other.to_string())),
+        None => return Err(PayloadError::Malformed("missing field `version`".into())),
+    }
+    let payload: WebhookPayload =
+        serde_json::from_value(value).map_err(|e| PayloadError::Malformed(e.to_string()))?;
+    let mut alerts = Vec::with_capacity(payload.alerts.len());
+    for (index, a) in payload.alerts.iter().enumerate() {
+        let alertname = a.labels.get("alertname").cloned().unwrap_or_default();
+        let problem = |problem: String| PayloadError::Alert {
+            index,
+            alertname: alertname.clone(),
+            problem,
+        };
+        if alertname.is_empty() {
+            return Err(problem("missing label `alertname`".into()));
+        }
+        if a.fingerprint.is_empty() {
+            return Err(problem("empty `fingerprint`".into()));
+        }
+        if a.starts_at.parse::<Timestamp>().is_err() {
+            return Err(problem(format!(
+                "`startsAt` {:?} is not an RFC 3339 time",
+                a.starts_at
+            )));
+        }
+        let label = |name: &str| -> Result<String, PayloadError> {
+            match a.labels.get(name) {
+                Some(v) if !v.is_empty() => Ok(v.clone()),
+                _ => Err(problem(format!("missing label `{name}`"))),
+            }
+        };
+        let alert = if alertname == LAG_ALERT {
+            let lag_annotation = match a.annotations.get("lag_offsets") {
+                None => None,
+                Some(s) => Some(parse_lag(s).ok_or_else(|| {
+                    problem(format!(
+                        "annotation `lag_offsets` {s:?} is not a non-negative number"
+                    ))
+                })?),
+            };
+            Alert::Lag(LagAlert {
+                fingerprint: a.fingerprint.clone(),
+                status: a.status,
+                starts_at: a.starts_at.clone(),
+                cluster: label("cluster")?,
+                consumergroup: label("consumergroup")?,
+                lag_annotation,
+            })
+        } else if BROKER_HOLD_ALERTS.contains(&alertname.as_str()) {
+            Alert::Broker(BrokerAlert {
+                alertname: alertname.clone(),
+                fingerprint: a.fingerprint.clone(),
+                status: a.status,
+                cluster: label("cluster")?,
+                broker: a.labels.get("broker").cloned(),
+            })
+        } else {
+            Alert::Other { alertname }
+        };
+        alerts.push(alert);
+    }
+    Ok((payload, alerts))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn testdata(name: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/testdata/alertmanager")
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[test]
+    fn real_alertmanager_payloads_parse() {
+        let (p, alerts) = parse_payload(&testdata("webhook-v4-firing.json")).unwrap();
+        assert_eq!(p.version, "4");
+        assert_eq!(p.status, AlertStatus::Firing);
+        assert_eq!(p.group_key, "{}:{alertname=\"BrokerOverloaded\"}");
+        assert_eq!(p.alerts[0].fingerprint, "81b4ed2105ddc0ea");
+        assert_eq!(p.alerts[0].ends_at, "0001-01-01T00:00:00Z");
+        assert_eq!(
+            alerts,
+            vec![Alert::Other {
+                alertname: "BrokerOverloaded".into()
+            }]
+        );
+        let (p, _) = parse_payload(&testdata("webhook-v4-resolved.json")).unwrap();
+        assert_eq!(p.status, AlertStatus::Resolved);
+        assert_eq!(p.alerts[0].status, AlertStatus::Resolved);
+    }
+
+    fn lag_payload(labels: &str, annotations: &str) -> Vec<u8> {
+        format!(
+            r#"{{"version":"4","status":"firing","receiver":"a","groupKey":"k","alerts":[{{"status":"firing","labels":{{"alertname":"KafkaConsumerLagPersistent",{labels}}},"annotations":{{{annotations}}},"startsAt":"2026-11-22T03:32:35.536Z","endsAt":"0001-01-01T00:00:00Z","fingerprint":"abc"}}]}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn lag_alert_is_typed() {
+        let (_, alerts) = parse_payload(&lag_payload(
+            r#""cluster":"prod","consumergroup":"orders","severity":"warning""#,
+            r#""lag_offsets":"12345""#,
+        ))
+        .unwrap();
+        let Alert::Lag(l) = &alerts[0] else {
+            panic!("{alerts:?}")
+        };
+        assert_eq!(l.cluster, "prod");
+        assert_eq!(l.consumergroup, "orders");
+        assert_eq!(l.lag_annotation, Some(12345));
+        assert_eq!(l.delivery_key(), "abc:firing:2026-11-22T03:32:35.536Z");
+        let (_, alerts) = parse_payload(&lag_payload(
+            r#""cluster":"prod","consumergroup":"orders""#,
+            r#""lag_offsets":"1.2e3""#,
+        ))
+        .unwrap();
+        let Alert::Lag(l) = &alerts[0] else { panic!() };
+        assert_eq!(l.lag_annotation, Some(1200));
+    }
+
+    #[test]
+    fn bad_payloads_name_the_problem() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"{not json".to_vec(), "malformed webhook payload: key must be a string at line 1 column 2"),
+            (br#"{"version":"3","status":"firing","alerts":[]}"#.to_vec(), "unsupported webhook payload version \"3\", expected \"4\""),
+            (br#"{"status":"firing","alerts":[]}"#.to_vec(), "malformed webhook payload: missing field `version`"),
+            (br#"{"version":"4","status":"firing"}"#.to_vec(), "malformed webhook payload: missing field `alerts`"),
+            (br#"{"version":"4","status":"burning","alerts":[]}"#.to_vec(), "malformed webhook payload: unknown variant `burning`, expected `firing` or `resolved`"),
+            (lag_payload(r#""cluster":"prod""#, ""), "alerts[0] (KafkaConsumerLagPersistent): missing label `consumergroup`"),
+            (lag_payload(r#""cluster":"prod","consumergroup":"o""#, r#""lag_offsets":"-5""#),
+                "alerts[0] (KafkaConsumerLagPersistent): annotation `lag_offsets` \"-5\" is not a non-negative number"),
+        ];
+        for (body, want) in cases {
+            let err = parse_payload(&body).unwrap_err();
+            assert_eq!(err.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn broker_alert_needs_cluster() {
+        let body = br#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"KafkaBrokerDown","broker":"1"},"startsAt":"2026-11-22T03:32:35Z","fingerprint":"f"}]}"#;
+        assert_eq!(
+            parse_payload(body).unwrap_err().to_string(),
+            "alerts[0] (KafkaBrokerDown): missing label `cluster`"
+        );
+    }
+}

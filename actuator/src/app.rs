@@ -1,0 +1,226 @@
+//! Wiring: config -> adapters -> engine -> HTTP API, and the serving loop (plain or TLS).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::audit::{AuditLog, AuditOptions};
+use crate::auth::Auth;
+use crate::backend::kube::{client_for_url, client_inferred, Backoff, KubeScaler, RequestObserver};
+use crate::backend::prometheus::PromClient;
+use crate::backend::{MetricsApi, ScaleApi};
+use crate::config::Config;
+use crate::engine::{Clock, Engine, EngineSettings};
+use crate::http::{routes, Api};
+use crate::policy::Policies;
+use crate::telemetry::{self, Telemetry};
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Policy file.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    /// Credentials.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    /// Audit log.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// Kubernetes or Prometheus client.
+    #[error("{0}")]
+    Client(String),
+    /// Listener or TLS.
+    #[error("{0}")]
+    Listen(String),
+}
+
+/// A built actuator.
+pub struct App {
+    /// The HTTP API state (engine, auth, telemetry).
+    pub api: Arc<Api>,
+    /// The config it was built from.
+    pub config: Config,
+}
+
+impl App {
+    /// Build everything from the config; `env` gives $HOSTNAME for the instance name.
+    pub async fn build(config: Config, env: &BTreeMap<String, String>) -> Result<Self, AppError> {
+        Self::build_with_clock(config, env, Arc::new(jiff::Timestamp::now)).await
+    }
+
+    /// As `build`, with a clock (tests).
+    pub async fn build_with_clock(
+        config: Config,
+        env: &BTreeMap<String, String>,
+        clock: Clock,
+    ) -> Result<Self, AppError> {
+        let telemetry = Arc::new(Telemetry::new());
+        telemetry
+            .gauge(
+                telemetry::BUILD_INFO,
+                &[("version", env!("CARGO_PKG_VERSION").into())],
+            )
+            .set(1.0);
+        let policies = match &config.policies_file {
+            Some(p) => Policies::load(p)?,
+            None => Policies::default(),
+        };
+        let auth = Auth::from_config(&config.auth, config.insecure_no_auth)?;
+        let t = telemetry.clone();
+        let observer: RequestObserver = Arc::new(move |verb, resource, code, elapsed| {
+            let labels = [
+                ("verb", verb.to_string()),
+                ("resource", resource.to_string()),
+                ("code", code.to_string()),
+            ];
+            t.histogram(telemetry::KUBE_LATENCY, &labels)
+                .record(elapsed.as_secs_f64());
+            t.counter(telemetry::KUBE_REQUESTS, &labels).increment(1);
+        });
+        let k = &config.kubernetes;
+        let client = match &k.api_url {
+            Some(url) => client_for_url(url, k.request_timeout),
+            None => client_inferred(k.request_timeout).await,
+        }
+        .map_err(AppError::Client)?;
+        let backoff = Backoff {
+            attempts: k.retry_attempts,
+            base: k.retry_backoff,
+            max: Duration::from_secs(2),
+        };
+        let kube: Arc<dyn ScaleApi> = Arc::new(KubeScaler::new(client, backoff, Some(observer)));
+        let prom: Option<Arc<dyn MetricsApi>> = match &config.prometheus.url {
+            Some(url) => Some(Arc::new(
+                PromClient::new(url, config.prometheus.timeout).map_err(AppError::Client)?,
+            )),
+            None => None,
+        };
+        let t = telemetry.clone();
+        let (audit, recovered) = AuditLog::open(
+            AuditOptions {
+                path: config.audit.path.clone(),
+                max_bytes: config.audit.max_bytes,
+                max_files: config.audit.max_files,
+            },
+            Some(Box::new(move |elapsed, n| {
+                t.histogram(telemetry::AUDIT_FSYNC, &[])
+                    .record(elapsed.as_secs_f64());
+                t.counter(telemetry::AUDIT_RECORDS, &[]).increment(n as u64);
+            })),
+        )?;
+        if recovered.torn_bytes > 0 {
+            tracing::warn!(
+                path = %config.audit.path.display(),
+                torn_bytes = recovered.torn_bytes,
+                "cut a torn last line from the audit log (a crash during a write; that record was never acknowledged)"
+            );
+        }
+        tracing::info!(
+            records = recovered.records.len(),
+            invalid_lines = recovered.invalid_lines,
+            "audit log read back"
+        );
+        let settings = EngineSettings {
+            instance: config.instance_name(env),
+            dry_run: config.dry_run,
+            dedupe_window: config.dedupe_window,
+            alert_ttl: config.alert_ttl,
+            conflict_retries: config.kubernetes.conflict_retries,
+        };
+        let engine = Arc::new(Engine::new(
+            policies,
+            kube,
+            prom,
+            audit,
+            &recovered,
+            telemetry.clone(),
+            settings,
+            config.paused,
+            clock,
+        ));
+        let api = Arc::new(Api {
+            engine,
+            auth,
+            telemetry,
+            body_limit: config.body_limit_bytes,
+        });
+        Ok(Self { api, config })
+    }
+
+    /// Bind the listener (port 0 picks one).
+    pub async fn bind(&self) -> Result<TcpListener, AppError> {
+        TcpListener::bind(self.config.listen)
+            .await
+            .map_err(|e| AppError::Listen(format!("listen {}: {e}", self.config.listen)))
+    }
+
+    /// Serve on `listener` until `shutdown` completes; also runs the re-evaluation loop.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AppError> {
+        let tls = match (&self.config.tls.cert_file, &self.config.tls.key_file) {
+            (Some(c), Some(k)) => Some(crate::tls::acceptor(c, k).map_err(AppError::Listen)?),
+            _ => None,
+        };
+        let addr: Option<SocketAddr> = listener.local_addr().ok();
+        tracing::info!(addr = ?addr, tls = tls.is_some(), dry_run = self.config.dry_run, "medic-actuator listening");
+        let engine = self.api.engine.clone();
+        let interval = self.config.reevaluate_interval;
+        let reeval = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = engine.reevaluate().await {
+                    tracing::error!(error = %e, "re-evaluation could not be audited");
+                }
+            }
+        });
+        let svc = warp::service(routes(self.api.clone()));
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, _peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let svc = svc.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let svc = hyper_util::service::TowerToHyperService::new(svc);
+                let http = hyper::server::conn::http1::Builder::new();
+                let result = match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => http.serve_connection(TokioIo::new(s), svc).await,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    },
+                    None => http.serve_connection(TokioIo::new(stream), svc).await,
+                };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection error");
+                }
+            });
+        }
+        reeval.abort();
+        Ok(())
+    }
+}

@@ -1,0 +1,285 @@
+//! The audit log: one JSON line per decision, durable before the webhook is answered.
+
+mod writer;
+
+pub use writer::{AuditLog, AuditOptions, Recovered};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+use crate::alert::AlertStatus;
+use crate::decide::{LagSource, Trigger};
+
+/// Errors of the audit sink.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// An I/O error on the log file.
+    #[error("audit log {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The writer thread is gone (a previous I/O error or shutdown).
+    #[error("audit log writer has stopped")]
+    Stopped,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The change was made.
+    Applied,
+    /// Nothing was done, `reason` says why.
+    Skipped,
+    /// The change was attempted and failed, `reason` says why.
+    Failed,
+    /// dry_run: the change would have been made.
+    DryRun,
+}
+
+impl Outcome {
+    /// snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+            Outcome::DryRun => "dry_run",
+        }
+    }
+}
+
+/// The kind of action decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// More replicas.
+    ScaleUp,
+    /// Fewer replicas.
+    ScaleDown,
+    /// No change.
+    None,
+    /// The global pause switch was turned on.
+    Pause,
+    /// The global pause switch was turned off.
+    Resume,
+}
+
+impl Action {
+    /// snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::ScaleUp => "scale_up",
+            Action::ScaleDown => "scale_down",
+            Action::None => "none",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+        }
+    }
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Monotonic sequence number of this actuator's log (assigned by the writer).
+    #[serde(default)]
+    pub seq: u64,
+    /// Decision time, RFC 3339 UTC.
+    pub ts: Timestamp,
+    /// The actuator instance (pod name) that decided.
+    pub instance: String,
+    /// What started the evaluation: webhook, reevaluate or api.
+    pub trigger: Trigger,
+    /// applied, skipped, failed or dry_run.
+    pub outcome: Outcome,
+    /// scale_up, scale_down, none, pause or resume.
+    pub action: Action,
+    /// Machine-readable reason for skipped and failed (e.g. cooldown, no_policy, kube_forbidden).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A sentence for operators.
+    pub message: String,
+    /// The alert's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertname: Option<String>,
+    /// firing or resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_status: Option<AlertStatus>,
+    /// Alertmanager's fingerprint of the alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The alert's startsAt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<String>,
+    /// The alert's cluster label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The alert's consumergroup label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumergroup: Option<String>,
+    /// The Deployment, `namespace/name` (absent for no_policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Replicas before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_replicas: Option<u32>,
+    /// Replicas set (or that would have been set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_replicas: Option<u32>,
+    /// Where the policy wants to end up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<u32>,
+    /// Lag in offsets used for the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
+    /// prometheus, annotation or none.
+    pub lag_source: LagSource,
+    /// Whether the actuator ran in dry-run mode.
+    pub dry_run: bool,
+}
+
+impl AuditRecord {
+    /// A record with the required fields; the rest can be filled in with struct update syntax.
+    pub fn new(
+        ts: Timestamp,
+        instance: &str,
+        trigger: Trigger,
+        outcome: Outcome,
+        action: Action,
+    ) -> Self {
+        Self {
+            seq: 0,
+            ts,
+            instance: instance.to_string(),
+            trigger,
+            outcome,
+            action,
+            reason: None,
+            message: String::new(),
+            alertname: None,
+            alert_status: None,
+            fingerprint: None,
+            starts_at: None,
+            cluster: None,
+            consumergroup: None,
+            target: None,
+            from_replicas: None,
+            to_replicas: None,
+            desired_replicas: None,
+            lag: None,
+            lag_source: LagSource::None,
+            dry_run: false,
+        }
+    }
+}
+
+/// Filters for reading the log back.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only this target (`namespace/name`).
+    pub target: Option<String>,
+    /// Only this action (scale_up, scale_down, none, pause, resume).
+    pub action: Option<Action>,
+    /// Only this outcome (applied, skipped, failed, dry_run).
+    pub outcome: Option<Outcome>,
+    /// Only this reason code.
+    pub reason: Option<String>,
+    /// Only records at or after this time (RFC 3339).
+    pub since: Option<Timestamp>,
+    /// Only records before this time (RFC 3339).
+    pub until: Option<Timestamp>,
+    /// At most this many records, the most recent ones (default 100, at most 10000).
+    pub limit: Option<usize>,
+}
+
+impl AuditQuery {
+    /// Whether a record passes the filters.
+    pub fn matches(&self, r: &AuditRecord) -> bool {
+        self.target
+            .as_ref()
+            .is_none_or(|t| r.target.as_ref() == Some(t))
+            && self.action.is_none_or(|a| r.action == a)
+            && self.outcome.is_none_or(|o| r.outcome == o)
+            && self
+                .reason
+                .as_ref()
+                .is_none_or(|x| r.reason.as_ref() == Some(x))
+            && self.since.is_none_or(|s| r.ts >= s)
+            && self.until.is_none_or(|u| r.ts < u)
+    }
+}
+
+/// Result of reading the log back.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditPage {
+    /// Matching records, oldest first.
+    pub records: Vec<AuditRecord>,
+    /// Matching records left out by `limit`.
+    pub truncated: usize,
+    /// Lines that did not parse (torn or foreign), skipped.
+    pub invalid_lines: usize,
+}
+
+/// The log files from oldest to newest: `path.N`, ..., `path.1`, `path`.
+pub fn log_files(path: &Path, max_files: usize) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = (1..=max_files)
+        .rev()
+        .map(|i| rotated_path(path, i))
+        .filter(|p| p.exists())
+        .collect();
+    files.push(path.to_path_buf());
+    files
+}
+
+/// `path.N`.
+pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// Parse log text into records; lines that do not parse are counted, not returned.
+pub fn parse_lines(text: &str) -> (Vec<AuditRecord>, usize) {
+    let mut out = Vec::new();
+    let mut bad = 0;
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<AuditRecord>(line) {
+            Ok(r) => out.push(r),
+            Err(_) => bad += 1,
+        }
+    }
+    (out, bad)
+}
+
+/// Read every file of the log and apply the query (blocking; call from `spawn_blocking`).
+pub fn read_log(path: &Path, max_files: usize, q: &AuditQuery) -> Result<AuditPage, AuditError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let mut matching = Vec::new();
+    let mut invalid_lines = 0;
+    for file in log_files(path, max_files) {
+        let text = match std::fs::read(&file) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(AuditError::Io { path: file, source }),
+        };
+        let (records, bad) = parse_lines(&text);
+        invalid_lines += bad;
+        matching.extend(records.into_iter().filter(|r| q.matches(r)));
+    }
+    let truncated = matching.len().saturating_sub(limit);
+    let records = matching.split_off(truncated);
+    Ok(AuditPage {
+        records,
+        truncated,
+        invalid_lines,
+    })
+}

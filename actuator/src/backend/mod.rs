@@ -1,0 +1,160 @@
+//! Adapters behind narrow traits: Kubernetes (scale) and Prometheus (lag, broker alerts).
+
+pub mod kube;
+pub mod prometheus;
+
+use futures::future::BoxFuture;
+
+use crate::decide::LastAction;
+use crate::policy::DeploymentRef;
+
+/// What the actuator reads from a Deployment before deciding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetView {
+    /// `spec.replicas` of the scale subresource.
+    pub replicas: u32,
+    /// The Deployment's resourceVersion (precondition of the cooldown claim).
+    pub resource_version: String,
+    /// The last action recorded in the cooldown annotation, if any.
+    pub last_action: Option<LastAction>,
+    /// The annotation was there but did not parse (it is then ignored and overwritten).
+    pub annotation_invalid: bool,
+}
+
+/// Errors talking to the Kubernetes API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KubeError {
+    /// 409: the object changed since it was read.
+    #[error("conflict on {resource} {target}: {message}")]
+    Conflict {
+        /// deployments or deployments/scale.
+        resource: &'static str,
+        /// namespace/name.
+        target: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// 403: the actuator's ServiceAccount lacks an RBAC permission.
+    #[error("forbidden: missing RBAC permission: verb {verb:?} on resource {resource:?} in namespace {namespace:?} (group \"apps\"): {message}")]
+    Forbidden {
+        /// The verb that was refused (get or patch).
+        verb: &'static str,
+        /// deployments or deployments/scale.
+        resource: &'static str,
+        /// The namespace.
+        namespace: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// 404: no such Deployment.
+    #[error("deployment {target} not found")]
+    NotFound {
+        /// namespace/name.
+        target: String,
+    },
+    /// 5xx, 429 or a transport error, still failing after the bounded backoff.
+    #[error("kubernetes API unavailable after {attempts} attempts: {message}")]
+    Unavailable {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        message: String,
+    },
+    /// Any other refusal (400, 422, ...): retrying will not help.
+    #[error("kubernetes API refused {verb} {resource}: HTTP {code}: {message}")]
+    Refused {
+        /// get or patch.
+        verb: &'static str,
+        /// deployments or deployments/scale.
+        resource: &'static str,
+        /// HTTP status.
+        code: u16,
+        /// The API server's message.
+        message: String,
+    },
+}
+
+impl KubeError {
+    /// Stable reason code for the audit log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            KubeError::Conflict { .. } => "kube_conflict",
+            KubeError::Forbidden { .. } => "kube_forbidden",
+            KubeError::NotFound { .. } => "kube_not_found",
+            KubeError::Unavailable { .. } => "kube_unavailable",
+            KubeError::Refused { .. } => "kube_refused",
+        }
+    }
+
+    /// Whether Alertmanager retrying the webhook could help.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            KubeError::Unavailable { .. } | KubeError::Conflict { .. }
+        )
+    }
+}
+
+/// The Kubernetes side: read the scale and the cooldown annotation, claim, scale.
+pub trait ScaleApi: Send + Sync {
+    /// GET the Deployment's metadata (cooldown annotation, resourceVersion) and its scale.
+    fn read<'a>(
+        &'a self,
+        target: &'a DeploymentRef,
+    ) -> BoxFuture<'a, Result<TargetView, KubeError>>;
+
+    /// Record `action` in the cooldown annotation, only if the Deployment still has
+    /// `resource_version` (optimistic concurrency; a 409 means someone else acted first).
+    fn claim<'a>(
+        &'a self,
+        target: &'a DeploymentRef,
+        resource_version: &'a str,
+        action: &'a LastAction,
+    ) -> BoxFuture<'a, Result<(), KubeError>>;
+
+    /// PATCH the scale subresource to `replicas`.
+    fn scale<'a>(
+        &'a self,
+        target: &'a DeploymentRef,
+        replicas: u32,
+    ) -> BoxFuture<'a, Result<(), KubeError>>;
+}
+
+/// Errors querying Prometheus.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PromError {
+    /// No Prometheus configured.
+    #[error("no Prometheus URL configured")]
+    NotConfigured,
+    /// Unreachable, timed out or answered with an error.
+    #[error("prometheus query {query:?} failed: {message}")]
+    Query {
+        /// The PromQL.
+        query: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The Prometheus side.
+pub trait MetricsApi: Send + Sync {
+    /// The group's total lag (`cluster_consumergroup:kafka_consumergroup_lag:sum`); None if no series.
+    fn group_lag<'a>(
+        &'a self,
+        cluster: &'a str,
+        consumergroup: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u64>, PromError>>;
+
+    /// Partitions the group has offsets for; None if no series.
+    fn group_partitions<'a>(
+        &'a self,
+        cluster: &'a str,
+        consumergroup: &'a str,
+    ) -> BoxFuture<'a, Result<Option<u32>, PromError>>;
+
+    /// The name of a firing KafkaBrokerDown/KafkaBrokerOverloaded alert on the cluster, if any.
+    fn broker_trouble<'a>(
+        &'a self,
+        cluster: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, PromError>>;
+}

@@ -1,0 +1,246 @@
+//! Metrics (`medic_actuator_*` and the policy override gauges) and tracing setup.
+//!
+//! Each `App` owns its own Prometheus recorder, so tests running side by side do not share
+//! counters; handles are created inside `metrics::with_local_recorder`.
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+/// Webhooks received, by result.
+pub const WEBHOOKS: &str = "medic_actuator_webhooks_total";
+/// Alerts received in webhooks, by kind and status.
+pub const ALERTS: &str = "medic_actuator_alerts_total";
+/// Decisions, by action and outcome.
+pub const ACTIONS: &str = "medic_actuator_actions_total";
+/// Skipped and failed decisions, by reason.
+pub const REASONS: &str = "medic_actuator_decision_reasons_total";
+/// Kubernetes API request latency.
+pub const KUBE_LATENCY: &str = "medic_actuator_kube_request_duration_seconds";
+/// Kubernetes API requests by result.
+pub const KUBE_REQUESTS: &str = "medic_actuator_kube_requests_total";
+/// Lag figures by source.
+pub const LAG_SOURCE: &str = "medic_actuator_lag_source_total";
+/// Prometheus query failures.
+pub const PROM_ERRORS: &str = "medic_actuator_prometheus_errors_total";
+/// Cooldown remaining per target and direction.
+pub const COOLDOWN: &str = "medic_actuator_cooldown_remaining_seconds";
+/// Audit fsync latency.
+pub const AUDIT_FSYNC: &str = "medic_actuator_audit_fsync_duration_seconds";
+/// Audit records written.
+pub const AUDIT_RECORDS: &str = "medic_actuator_audit_records_total";
+/// Audit write failures.
+pub const AUDIT_ERRORS: &str = "medic_actuator_audit_write_errors_total";
+/// Torn bytes cut at start.
+pub const AUDIT_TORN: &str = "medic_actuator_audit_torn_bytes";
+/// Webhook handling latency.
+pub const WEBHOOK_LATENCY: &str = "medic_actuator_webhook_duration_seconds";
+/// Pause switch.
+pub const PAUSED: &str = "medic_actuator_paused";
+/// dry_run switch.
+pub const DRY_RUN: &str = "medic_actuator_dry_run";
+/// Number of policies.
+pub const POLICIES: &str = "medic_actuator_policies";
+/// Alerts being re-evaluated.
+pub const TRACKED: &str = "medic_actuator_tracked_alerts";
+/// Build info.
+pub const BUILD_INFO: &str = "medic_actuator_build_info";
+/// Per-group alert threshold override (offsets).
+pub const LAG_THRESHOLD: &str = "medic_consumergroup_lag_threshold";
+/// Per-group alert sustain override (seconds).
+pub const LAG_SUSTAIN: &str = "medic_consumergroup_lag_sustain_seconds";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The actuator's metrics registry.
+pub struct Telemetry {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Telemetry {
+    /// A fresh registry with HELP texts registered.
+    pub fn new() -> Self {
+        let builder = Self::builder().unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let t = Self { recorder, handle };
+        t.describe();
+        t
+    }
+
+    fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+        let mut b = PrometheusBuilder::new();
+        for name in [KUBE_LATENCY, AUDIT_FSYNC, WEBHOOK_LATENCY] {
+            b = b.set_buckets_for_metric(Matcher::Full(name.to_string()), LATENCY_BUCKETS)?;
+        }
+        Ok(b)
+    }
+
+    fn describe(&self) {
+        metrics::with_local_recorder(&self.recorder, || {
+            use metrics::{describe_counter, describe_gauge, describe_histogram};
+            describe_counter!(WEBHOOKS, "Webhook requests received on /api/v1/alerts, by result (ok, bad_request, unauthorized, payload_too_large, unavailable, error).");
+            describe_counter!(
+                ALERTS,
+                "Alerts received in webhook payloads, by kind (lag, broker, other) and status."
+            );
+            describe_counter!(ACTIONS, "Decisions taken, by action (scale_up, scale_down, none, pause, resume) and outcome (applied, skipped, failed, dry_run).");
+            describe_counter!(REASONS, "Skipped and failed decisions, by reason code.");
+            describe_histogram!(
+                KUBE_LATENCY,
+                Unit::Seconds,
+                "Latency of Kubernetes API requests, by verb, resource and HTTP code."
+            );
+            describe_counter!(
+                KUBE_REQUESTS,
+                "Kubernetes API requests, by verb, resource and HTTP code."
+            );
+            describe_counter!(
+                LAG_SOURCE,
+                "Lag figures used for decisions, by source (prometheus, annotation, none)."
+            );
+            describe_counter!(PROM_ERRORS, "Prometheus queries that failed.");
+            describe_gauge!(
+                COOLDOWN,
+                Unit::Seconds,
+                "Seconds before the target may be scaled again in the given direction."
+            );
+            describe_histogram!(
+                AUDIT_FSYNC,
+                Unit::Seconds,
+                "Time to write and fsync one group commit of the audit log."
+            );
+            describe_counter!(AUDIT_RECORDS, "Audit records made durable.");
+            describe_counter!(
+                AUDIT_ERRORS,
+                "Audit appends that failed; the webhook was answered 500."
+            );
+            describe_gauge!(
+                AUDIT_TORN,
+                Unit::Bytes,
+                "Bytes of a torn last audit line cut off at start-up."
+            );
+            describe_histogram!(
+                WEBHOOK_LATENCY,
+                Unit::Seconds,
+                "Time to handle a request on /api/v1/alerts, audit fsync included."
+            );
+            describe_gauge!(PAUSED, "1 while the actuator is paused.");
+            describe_gauge!(DRY_RUN, "1 when the actuator only decides and audits.");
+            describe_gauge!(POLICIES, "Scaling policies loaded.");
+            describe_gauge!(
+                TRACKED,
+                "Lag alerts being re-evaluated, by state (firing, settling)."
+            );
+            describe_gauge!(
+                BUILD_INFO,
+                "Always 1; the version label says which build runs."
+            );
+            describe_gauge!(
+                LAG_THRESHOLD,
+                "Per-group lag alert threshold in offsets, from the actuator's policy file."
+            );
+            describe_gauge!(
+                LAG_SUSTAIN,
+                Unit::Seconds,
+                "Per-group lag alert sustain window, from the actuator's policy file."
+            );
+        });
+    }
+
+    /// A counter handle.
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, String)]) -> Counter {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+            .collect();
+        metrics::with_local_recorder(&self.recorder, || metrics::counter!(name, labels))
+    }
+
+    /// A gauge handle.
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, String)]) -> Gauge {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+            .collect();
+        metrics::with_local_recorder(&self.recorder, || metrics::gauge!(name, labels))
+    }
+
+    /// A histogram handle.
+    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, String)]) -> Histogram {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+            .collect();
+        metrics::with_local_recorder(&self.recorder, || metrics::histogram!(name, labels))
+    }
+
+    /// Count one webhook by result.
+    pub fn webhook(&self, result: &'static str, elapsed: Duration) {
+        self.counter(WEBHOOKS, &[("result", result.into())])
+            .increment(1);
+        self.histogram(WEBHOOK_LATENCY, &[])
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Map an HTTP status to the webhook result label.
+pub fn webhook_result(status: u16) -> &'static str {
+    match status {
+        200..=299 => "ok",
+        400 => "bad_request",
+        401 => "unauthorized",
+        413 => "payload_too_large",
+        503 => "unavailable",
+        _ => "error",
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal, plain otherwise.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Plain,
+}
+
+/// Install the tracing subscriber (RUST_LOG filters; default `info`).
+pub fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Plain => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
