@@ -1,0 +1,956 @@
+//! The HTTP API through `warp::test`, against a stateful fake Kubernetes API and a fake
+//! Prometheus (both wiremock), asserting status, body and side effects.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use medic_actuator::{http::routes, App, Config};
+use serde_json::{json, Value};
+use support::*;
+use wiremock::MockServer;
+
+const T0: i64 = 1_800_000_000;
+
+struct Harness {
+    app: App,
+    kube: FakeKube,
+    _kube_server: MockServer,
+    prom: FakeProm,
+    _prom_server: MockServer,
+    clock: Arc<AtomicI64>,
+}
+
+fn config(files: &Files, kube: &MockServer, prom: Option<&MockServer>) -> Config {
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        policies_file: Some(files.path("policies.yaml")),
+        instance: Some("actuator-test".into()),
+        ..Config::default()
+    };
+    c.auth.bearer_token_file = Some(files.path("token"));
+    c.audit.path = files.audit_path();
+    c.kubernetes.api_url = Some(kube.uri());
+    c.kubernetes.retry_attempts = 2;
+    c.kubernetes.retry_backoff = std::time::Duration::from_millis(5);
+    c.prometheus.url = prom.map(|p| p.uri());
+    c
+}
+
+async fn harness_with(files: &Files, kube: FakeKube, tweak: impl FnOnce(&mut Config)) -> Harness {
+    let kube_server = kube.start().await;
+    let prom = FakeProm::default();
+    let prom_server = prom.start().await;
+    let mut c = config(files, &kube_server, Some(&prom_server));
+    tweak(&mut c);
+    let clock = Arc::new(AtomicI64::new(T0));
+    let c2 = clock.clone();
+    let app = App::build_with_clock(
+        c,
+        &BTreeMap::new(),
+        Arc::new(move || Timestamp::from_second(c2.load(Ordering::SeqCst)).unwrap()),
+    )
+    .await
+    .unwrap();
+    Harness {
+        app,
+        kube,
+        _kube_server: kube_server,
+        prom,
+        _prom_server: prom_server,
+        clock,
+    }
+}
+
+fn fake_kube() -> FakeKube {
+    let k = FakeKube::default();
+    k.add("shop", "orders-consumer", 2);
+    k.add("billing", "billing-consumer", 1);
+    k.add("kube-system", "coredns", 2);
+    k
+}
+
+impl Harness {
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Value) {
+        let mut r = warp::test::request().method(method).path(path);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        let resp = r.body(body).reply(&routes(self.app.api.clone())).await;
+        let status = resp.status().as_u16();
+        let body = serde_json::from_slice(resp.body())
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(resp.body()).into()));
+        (status, body)
+    }
+
+    async fn alerts(&self, body: &[u8]) -> (u16, Value) {
+        self.request(
+            "POST",
+            "/api/v1/alerts",
+            Some(&format!("Bearer {TOKEN}")),
+            body,
+        )
+        .await
+    }
+
+    async fn metrics(&self) -> String {
+        let resp = warp::test::request()
+            .path("/metrics")
+            .reply(&routes(self.app.api.clone()))
+            .await;
+        String::from_utf8(resp.body().to_vec()).unwrap()
+    }
+
+    fn advance(&self, secs: i64) {
+        self.clock.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+/// The value of a series in a Prometheus text exposition (0 if absent).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn firing_alert_scales_through_the_scale_subresource_and_audits_first() {
+    let files = Files::new();
+    let h = harness_with(&files, fake_kube(), |_| {}).await;
+    h.prom.set_lag("prod", "orders", 3500.0);
+    let (status, body) = h
+        .alerts(&payload(
+            "firing",
+            vec![lag_alert("firing", "fp1", "prod", "orders", Some(9999))],
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["outcome"], "applied");
+    assert_eq!(body["results"][0]["action"], "scale_up");
+    assert_eq!(body["results"][0]["target"], "shop/orders-consumer");
+    assert_eq!(body["results"][0]["seq"], 1);
+
+    // Exactly two writes: the cooldown claim (with the resourceVersion precondition) then the scale.
+    let writes = h.kube.writes();
+    assert_eq!(writes.len(), 2, "{writes:#?}");
+    assert_eq!(
+        writes[0].path,
+        "/apis/apps/v1/namespaces/shop/deployments/orders-consumer"
+    );
+    // kube writes this query as "&fieldManager=..." (an empty first pair); the API server
+    // ignores the empty pair, so compare the pairs.
+    assert_eq!(
+        writes[0].query.trim_start_matches('&'),
+        "fieldManager=medic-actuator"
+    );
+    assert_eq!(writes[0].content_type, "application/merge-patch+json");
+    assert_eq!(writes[0].body["metadata"]["resourceVersion"], "100");
+    let claim: Value = serde_json::from_str(
+        writes[0].body["metadata"]["annotations"][ANNOTATION]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        claim,
+        json!({"at": "2027-01-15T08:00:00Z", "direction": "up", "from": 2, "to": 4,
+               "alert": "fp1:firing:2026-11-22T03:32:35.536Z", "by": "actuator-test"})
+    );
+    assert_eq!(
+        writes[1].path,
+        "/apis/apps/v1/namespaces/shop/deployments/orders-consumer/scale"
+    );
+    assert_eq!(
+        writes[1].query.trim_start_matches('&'),
+        "fieldManager=medic-actuator"
+    );
+    assert_eq!(writes[1].content_type, "application/merge-patch+json");
+    assert_eq!(writes[1].body, json!({"spec": {"replicas": 4}}));
+    assert_eq!(h.kube.replicas("shop", "orders-consumer"), 4);
+
+    let lines = audit_lines(&files.audit_path());
+    assert_eq!(lines.len(), 1);
+    let r = &lines[0];
+    assert_eq!(r["seq"], 1);
+    assert_eq!(r["outcome"], "applied");
+    assert_eq!(r["action"], "scale_up");
+    assert_eq!(r["fingerprint"], "fp1");
+    assert_eq!(r["target"], "shop/orders-consumer");
+    assert_eq!(r["from_replicas"], 2);
+    assert_eq!(r["to_replicas"], 4);
+    assert_eq!(r["desired_replicas"], 4);
+    assert_eq!(
+        r["lag"], 3500,
+        "fresh lag from Prometheus, not the annotation's 9999"
+    );
+    assert_eq!(r["lag_source"], "prometheus");
+    assert_eq!(r["dry_run"], false);
+    assert_eq!(r["trigger"], "webhook");
+    assert_eq!(r["ts"], "2027-01-15T08:00:00Z");
+
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(&m, "medic_actuator_webhooks_total{result=\"ok\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "medic_actuator_actions_total{action=\"scale_up\",outcome=\"applied\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "medic_actuator_cooldown_remaining_seconds{target=\"shop/orders-consumer\",direction=\"up\"}"), 60.0, "{m}");
+    assert_eq!(metric(&m, "medic_actuator_cooldown_remaining_seconds{target=\"shop/orders-consumer\",direction=\"down\"}"), 300.0);
+    assert_eq!(
+        metric(
+            &m,
+            "medic_consumergroup_lag_threshold{cluster=\"prod\",consumergroup=\"orders\"}"
+        ),
+        5000.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "medic_consumergroup_lag_sustain_seconds{cluster=\"prod\",consumergroup=\"orders\"}"
+        ),
+        120.0
+    );
+    assert!(m.contains("medic_actuator_kube_request_duration_seconds_bucket{verb=\"patch\",resource=\"deployments/scale\",code=\"200\""), "{m}");
+}
+
+#[tokio::test]
+async fn bad_requests_change_nothing_and_are_counted() {
+    let files = Files::new();
+    let h = harness_with(&files, fake_kube(), |c| c.body_limit_bytes = 4096).await;
+    let good = payload(
+        "firing",
+        vec![lag_alert("firing", "fp1", "prod", "orders", Some(5000))],
+    );
+    let auth = format!("Bearer {TOKEN}");
+    let big = vec![b' '; 5000];
+    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str, &str)> = vec![
+        (
+            "no auth",
+            None,
+            good.clone(),
+            401,
+            "unauthorized",
+            "missing or invalid credentials",
+        ),
+        (
+            "wrong token",
+            Some("Bearer nope"),
+            good.clone(),
+            401,
+            "unauthorized",
+            "missing or invalid credentials",
+        ),
+        (
+            "malformed",
+            Some(&auth),
+            b"{\"version\":\"4\",".to_vec(),
+            400,
+            "bad_request",
+            "malformed webhook payload: EOF while parsing a value at line 1 column 15",
+        ),
+        (
+            "version 3",
+            Some(&auth),
+            br#"{"version":"3","status":"firing","alerts":[]}"#.to_vec(),
+            400,
+            "bad_request",
+            "unsupported webhook payload version \"3\", expected \"4\"",
+        ),
+        (
+            "missing alerts",
+            Some(&auth),
+            br#"{"version":"4","status":"firing"}"#.to_vec(),
+            400,
+            "bad_request",
+            "malformed webhook payload: missing field `alerts`",
+        ),
+        (
+            "missing label",
+            Some(&auth),
+            payload(
+                "firing",
+                vec![
+                    json!({"status":"firing","labels":{"alertname":"KafkaConsumerLagPersistent","cluster":"prod"},"startsAt":"2026-11-22T03:32:35Z","fingerprint":"x"}),
+                ],
+            ),
+            400,
+            "bad_request",
+            "alerts[0] (KafkaConsumerLagPersistent): missing label `consumergroup`",
+        ),
+        (
+            "too large",
+            Some(&auth),
+            big,
+            413,
+            "payload_too_large",
+            "request body is larger than the limit of 4096 bytes",
+        ),
+    ];
+    for (name, a, body, want_status, code, message) in &cases {
+        let (status, resp) = h.request("POST", "/api/v1/alerts", *a, body).await;
+        assert_eq!(status, *want_status, "{name}: {resp}");
+        assert_eq!(resp, json!({"error": code, "message": message}), "{name}");
+    }
+    assert_eq!(h.kube.reads(), 0, "nothing read");
+    assert!(h.kube.writes().is_empty(), "nothing written");
+    assert!(
+        audit_lines(&files.audit_path()).is_empty(),
+        "nothing audited"
+    );
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(&m, "medic_actuator_webhooks_total{result=\"unauthorized\"}"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "medic_actuator_webhooks_total{result=\"bad_request\"}"),
+        4.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "medic_actuator_webhooks_total{result=\"payload_too_large\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "medic_actuator_webhooks_total{result=\"ok\"}"),
+        0.0
+    );
+
+    // Other endpoints: 404 and 405 in the same JSON shape; /api/v1/* needs auth.
+    let (s, b) = h.request("GET", "/nope", None, b"").await;
+    assert_eq!(
+        (s, b),
+        (
+            404,
+            json!({"error": "not_found", "message": "no such endpoint"})
+        )
+    );
+    let (s, b) = h.request("GET", "/api/v1/state", None, b"").await;
+    assert_eq!((s, b["error"].clone()), (401, json!("unauthorized")));
+    let (s, b) = h
+        .request("GET", "/api/v1/audit?colour=red", Some(&auth), b"")
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(b["message"], "unknown query parameter \"colour\"; expected target, action, outcome, reason, since, until, limit");
+}
+
+#[tokio::test]
+async fn alerts_never_touch_deployments_outside_the_policy_file() {
+    let files = Files::new();
+    let h = harness_with(&files, fake_kube(), |_| {}).await;
+    let mut a = lag_alert("firing", "fp9", "prod", "unknown-group", Some(90000));
+    a["labels"]["namespace"] = json!("kube-system");
+    a["labels"]["deployment"] = json!("coredns");
+    let (status, body) = h.alerts(&payload("firing", vec![a])).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["results"][0]["reason"], "no_policy");
+    assert_eq!(h.kube.reads(), 0);
+    assert!(h.kube.writes().is_empty());
+    assert_eq!(h.kube.replicas("kube-system", "coredns"), 2);
+    let lines = audit_lines(&files.audit_path());
+    assert_eq!(lines[0]["outcome"], "skipped");
+    assert_eq!(lines[0]["reason"], "no_policy");
+    assert_eq!(lines[0]["consumergroup"], "unknown-group");
+    assert!(lines[0].get("target").is_none());
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_act_once_and_concurrent_ones_too() {
+    let files = Files::new();
+    let h = harness_with(&files, fake_kube(), |_| {}).await;
+    h.prom.set_lag("prod", "orders", 9000.0);
+    h.prom.set_lag("prod", "billing", 9000.0);
+    let body = payload(
+        "firing",
+        vec![lag_alert("firing", "fpA", "prod", "orders", None)],
+    );
+    let (s1, _) = h.alerts(&body).await;
+    h.advance(120); // past the up cooldown: only dedupe can stop the second delivery
+    let (s2, b2) = h.alerts(&body).await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(b2["results"][0]["reason"], "duplicate");
+    assert_eq!(h.kube.scale_writes().len(), 1);
+
+    // Two Alertmanagers deliver the same billing alert at the same moment.
+    let body = payload(
+        "firing",
+        vec![lag_alert("firing", "fpB", "prod", "billing", None)],
+    );
+    let (a, b) = tokio::join!(h.alerts(&body), h.alerts(&body));
+    assert_eq!((a.0, b.0), (200, 200));
+    let mut reasons = vec![
+        a.1["results"][0]["outcome"].clone(),
+        b.1["results"][0]["reason"].clone(),
+        a.1["results"][0]["reason"].clone(),
+        b.1["results"][0]["outcome"].clone(),
+    ];
+    reasons.sort_by_key(|v| v.to_string());
+    let billing: Vec<_> = h
+        .kube
+        .scale_writes()
+        .into_iter()
+        .filter(|w| w.path.contains("billing"))
+        .collect();
+    assert_eq!(
+        billing.len(),
+        1,
+        "one PATCH for two concurrent deliveries: {reasons:?}"
+    );
+    assert_eq!(billing[0].body, json!({"spec": {"replicas": 4}}));
+    let outcomes: Vec<String> = audit_lines(&files.audit_path())
+        .iter()
+        .filter(|r| r["fingerprint"] == "fpB")
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["outcome"].as_str().unwrap(),
+                r["reason"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    let mut sorted = outcomes.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        vec!["applied/-", "skipped/duplicate"],
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn cooldown_survives_a_restart_and_a_second_replica() {
+    let files = Files::new();
+    let kube = fake_kube();
+    let h = harness_with(&files, kube.clone(), |_| {}).await;
+    h.prom.set_lag("prod", "orders", 9000.0);
+    let (s, _) = h
+        .alerts(&payload(
+            "firing",
+            vec![lag_alert("firing", "fp1", "prod", "orders", None)],
+        ))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(h.kube.scale_writes().len(), 1);
+    drop(h);
+
+    // The same process restarted (same audit log), 30 s later: a *new* alert delivery for the
+    // same group is inside the 60 s up cooldown.
+    let h2 = harness_with(&files, kube.clone(), |_| {}).await;
+    h2.clock.store(T0 + 30, Ordering::SeqCst);
+    h2.prom.set_lag("prod", "orders", 9000.0);
+    let (s, b) = h2
+        .alerts(&payload(
+            "firing",
+            vec![lag_alert("firing", "fp2", "prod", "orders", None)],
+        ))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(b["results"][0]["reason"], "cooldown");
+    assert_eq!(
+        kube.scale_writes().len(),
+        1,
+        "no PATCH after restart inside cooldown"
+    );
+
+    // A second replica with its own, empty audit log sees the cooldown in the annotation.
+    let other = Files::new();
+    let h3 = harness_with(&other, kube.clone(), |c| {
+        c.instance = Some("actuator-b".into())
+    })
+    .await;
+    h3.clock.store(T0 + 40, Ordering::SeqCst);
+    h3.prom.set_lag("prod", "orders", 9000.0);
+    let (s, b) = h3
+        .alerts(&payload(
+            "firing",
+            vec![lag_alert("firing", "fp3", "prod", "orders", None)],
+        ))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(b["results"][0]["reason"], "cooldown");
+    let lines = audit_lines(&other.audit_path());
+    assert_eq!(
+        lines[0]["message"],
+        "scale up to 6 held by cooldown, 20s left"
+    );
+    assert_eq!(kube.scale_writes().len(), 1);
+
+    // After the cooldown the second replica may act, and the annotation records it.
+    h3.clock.store(T0 + 61, Ordering::SeqCst);
+    let (_, b) = h3
+        .alerts(&payload(
+            "firing",
+            vec![lag_alert("firing", "fp4", "prod", "orders", None)],
+        ))
+        .await;
+    assert_eq!(b["results"][0]["outcome"], "applied");
+    assert_eq!(kube.replicas("shop", "orders-consumer"), 6);
+    assert_eq!(
+        kube.annotation("shop", "orders-consumer").unwrap()["by"],
+        "actuator-b"
+    );
+}
+
+#[tokio::test]
+async fn prometheus_down_falls_back_to_the_annotation() {
+    let files = Files::new();
+    let h = harness_with(&files, fake_kube(), |c| {
+        c.prometheus.url = Some("http://127.0.0.1:1".into());
+        c.prometheus.timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let (s, _) = h
+        .alerts(&payload(
+            "firing",
+            vec![lag_alert("firing", "fp1", "prod", "orders", Some(2500))],
+        ))
+        .await;
+    assert_eq!(s, 200);
+    let r = &audit_lines(&files.audit_path())[0];
+    assert_eq!(r["lag"], 2500);
+    assert_eq!(r["lag_source"], "annotation");
+    assert_eq!(r["to_replicas"], 3);
+    // Without annotation and Prometheus, a firing alert cannot be sized.
+    h.advance(3600);
+    let (s, b) = h
+        .alerts(&payload(
+            "firing",
+            vec![lag_alert("firing", "fp2", "prod", "orders", None)],
+        ))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(b["results"][0]["reason"], "lag_unknown");
+    let r = &audit_lines(&files.audit_path())[1];
+    assert_eq!(r["lag_source"], "none");
+    assert!(
+        r["message"].as_str().unwrap().contains("prometheus query"),
+        "{r}"
+    );
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(&m, "medic_actuator_prometheus_errors_total"),
+        2.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn broker_alerts_hold_scale_downs_and_resolved_never_scales_up() {
+    let files = Files::new();
+    let kube = fake_kube();
+    kube.add("shop", "orders-consumer", 6);
+    let h = harness_with(&files, kube, |_| {}).await;
+    h.prom.set_lag("prod", "orders", 100.0);
+    // A broker alert and the lag alert's resolution arrive in one grouped payload.
+    let body = payload(
+        "resolved",
+        vec![
+            lag_alert("resolved", "fpL", "prod", "orders", Some(100)),
+            broker_alert("firing", "fpK", "KafkaBrokerDown", "prod"),
+        ],
+    );
+    let (s, b) = h.alerts(&body).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["results"][0]["reason"], "broker_trouble");
+    assert!(h.kube.scale_writes().is_empty());
+    // Broker resolved: the next resolved delivery steps down by max_step.
+    let (s, b) = h
+        .alerts(&payload(
+            "resolved",
+            vec![
+                broker_alert("resolved", "fpK", "KafkaBrokerDown", "prod"),
+                lag_alert("resolved", "fpL2", "prod", "orders", None),
+            ],
+        ))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(b["results"][0]["action"], "scale_down");
+    assert_eq!(h.kube.replicas("shop", "orders-consumer"), 4);
+    // A broker alert known only to Prometheus (ALERTS) holds too.
+    *h.prom.broker_alert.lock().unwrap() = Some("KafkaBrokerOverloaded".into());
+    h.advance(3600);
+    let (_, b) = h
+        .alerts(&payload(
+            "resolved",
+            vec![lag_alert("resolved", "fpL3", "prod", "orders", None)],
+        ))
+        .await;
+    assert_eq!(b["results"][0]["reason"], "broker_trouble");
+    // A resolved alert with high lag does not scale up.
+    *h.prom.broker_alert.lock().unwrap() = None;
+    h.prom.set_lag("prod", "orders", 50_000.0);
+    let (_, b) = h
+        .alerts(&payload(
+            "resolved",
+            vec![lag_alert("resolved", "fpL4", "prod", "orders", None)],
+        ))
+        .await;
+    assert_eq!(b["results"][0]["reason"], "at_desired");
+    assert_eq!(h.kube.replicas("shop", "orders-consumer"), 4);
+}
+
+#[tokio::test]
+async fn dry_run_audits_but_never_patches() {
+    let files = Files::new();
+    let h = harness_with(&files, fake_kube(), |c| c.dry_run = true).await;
+    h.prom.set_lag("prod", "orders", 9000.0);
+    let (s, b) = h
+        .alerts(&payload(
+            "firing",
+            vec![lag_alert("firing", "fp1", "prod", "orders", None)],
+        ))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(b["results"][0]["outcome"], "dry_run");
+    assert!(h.kube.writes().is_empty());
+    let r = &audit_lines(&files.audit_path())[0];
+    assert_eq!(r["dry_run"], true);
+    assert_eq!(r["to_replicas"], 4);
+    assert_eq!(r["message"], "dry run: would scale shop/orders-consumer from 2 to 4 (desired 9, lag 9000 from prometheus)");
+}
+
+#[tokio::test]
+async fn pause_and_resume_are_authenticated_audited_and_obeyed() {
+    let files = Files::new();
+    let h = harness_with(&files, fake_kube(), |_| {}).await;
+    h.prom.set_lag("prod", "orders", 9000.0);
+    let (s, _) = h.request("POST", "/api/v1/pause", None, b"").await;
+    assert_eq!(s, 401);
+    let auth = format!("Bearer {TOKEN}");
+    let (s, b) = h.request("POST", "/api/v1/pause", Some(&auth), b"").await;
+    assert_eq!((s, b), (200, json!({"paused": true, "seq": 1})));
+    let (_, b) = h
+        .alerts(&payload(
+            "firing",
+            vec![lag_alert("firing", "fp1", "prod", "orders", None)],
+        ))
+        .await;
+    assert_eq!(b["results"][0]["reason"], "paused");
+    assert!(h.kube.writes().is_empty());
+    let (_, state) = h.request("GET", "/api/v1/state", Some(&auth), b"").await;
+    assert_eq!(state["paused"], true);
+
+    // The pause survives a restart (replayed from the audit log).
+    drop(h);
+    let h = harness_with(&files, fake_kube(), |_| {}).await;
+    h.prom.set_lag("prod", "orders", 9000.0);
+    let (_, b) = h
+        .alerts(&payload(
+            "firing",
+            vec![lag_alert("firing", "fp2", "prod", "orders", None)],
+        ))
+        .await;
+    assert_eq!(b["results"][0]["reason"], "paused");
+    let (s, _) = h.request("POST", "/api/v1/resume", Some(&auth), b"").await;
+    assert_eq!(s, 200);
+    let (_, b) = h
+        .alerts(&payload(
+            "firing",
+            vec![lag_alert("firing", "fp3", "prod", "orders", None)],
+        ))
+        .await;
+    assert_eq!(b["results"][0]["outcome"], "applied");
+    let actions: Vec<_> = audit_lines(&files.audit_path())
+        .iter()
+        .map(|r| r["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actions, vec!["pause", "none", "none", "resume", "scale_up"]);
+}
+
+#[tokio::test]
+async fn kube_failures_are_audited_and_answered_by_retry_value() {
+    let files = Files::new();
+    let kube = fake_kube();
+    let h = harness_with(&files, kube.clone(), |_| {}).await;
+    h.prom.set_lag("prod", "orders", 9000.0);
+    // 403 on the scale subresource: audited naming the RBAC verb, answered 200 (retry is useless).
+    kube.state
+        .lock()
+        .unwrap()
+        .scale_faults
+        .push_back((403, "Forbidden"));
+    let (s, b) = h
+        .alerts(&payload(
+            "firing",
+            vec![lag_alert("firing", "fp1", "prod", "orders", None)],
+        ))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["results"][0]["reason"], "kube_forbidden");
+    let r = &audit_lines(&files.audit_path())[0];
+    assert_eq!(r["outcome"], "failed");
+    assert!(
+        r["message"].as_str().unwrap().starts_with("forbidden: missing RBAC permission: verb \"patch\" on resource \"deployments/scale\" in namespace \"shop\""),
+        "{r}"
+    );
+    // 5xx that outlasts the bounded backoff: 503 so Alertmanager retries; the retry is not a duplicate.
+    h.advance(3600);
+    kube.state
+        .lock()
+        .unwrap()
+        .scale_faults
+        .extend([(503, "ServiceUnavailable"), (503, "ServiceUnavailable")]);
+    let body = payload(
+        "firing",
+        vec![lag_alert("firing", "fp2", "prod", "orders", None)],
+    );
+    let (s, b) = h.alerts(&body).await;
+    assert_eq!(s, 503, "{b}");
+    assert_eq!(b["error"], "unavailable");
+    assert_eq!(
+        audit_lines(&files.audit_path())[1]["reason"],
+        "kube_unavailable"
+    );
+    h.advance(3600);
+    let (s, b) = h.alerts(&body).await;
+    assert_eq!(s, 200);
+    assert_eq!(b["results"][0]["outcome"], "applied");
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(&m, "medic_actuator_webhooks_total{result=\"unavailable\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "medic_actuator_decision_reasons_total{reason=\"kube_forbidden\"}"
+        ),
+        1.0
+    );
+    assert_eq!(metric(&m, "medic_actuator_kube_requests_total{verb=\"patch\",resource=\"deployments/scale\",code=\"503\"}"), 2.0, "{m}");
+}
+
+#[tokio::test]
+async fn a_conflicting_claim_is_retried_on_a_fresh_read() {
+    let files = Files::new();
+    let kube = fake_kube();
+    kube.state.lock().unwrap().claim_races = 1;
+    let h = harness_with(&files, kube.clone(), |_| {}).await;
+    h.prom.set_lag("prod", "orders", 9000.0);
+    let (s, b) = h
+        .alerts(&payload(
+            "firing",
+            vec![lag_alert("firing", "fp1", "prod", "orders", None)],
+        ))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["results"][0]["outcome"], "applied");
+    let claims: Vec<_> = kube
+        .writes()
+        .into_iter()
+        .filter(|w| !w.path.ends_with("/scale"))
+        .collect();
+    assert_eq!(claims.len(), 2);
+    assert_eq!(claims[0].body["metadata"]["resourceVersion"], "100");
+    assert_eq!(
+        claims[1].body["metadata"]["resourceVersion"], "101",
+        "second claim uses the fresh read"
+    );
+    assert_eq!(kube.scale_writes().len(), 1);
+}
+
+#[tokio::test]
+async fn firing_alerts_are_reevaluated_and_resolved_ones_settle() {
+    let files = Files::new();
+    let kube = fake_kube();
+    let h = harness_with(&files, kube.clone(), |_| {}).await;
+    h.prom.set_lag("prod", "orders", 9000.0);
+    h.alerts(&payload(
+        "firing",
+        vec![lag_alert("firing", "fp1", "prod", "orders", None)],
+    ))
+    .await;
+    assert_eq!(kube.replicas("shop", "orders-consumer"), 4);
+    let engine = h.app.api.engine.clone();
+    h.advance(30);
+    assert_eq!(engine.reevaluate().await.unwrap(), 0, "inside cooldown");
+    h.advance(31);
+    assert_eq!(engine.reevaluate().await.unwrap(), 1);
+    assert_eq!(kube.replicas("shop", "orders-consumer"), 6);
+    h.prom.set_lag("prod", "orders", 20_000.0);
+    h.advance(61);
+    engine.reevaluate().await.unwrap();
+    assert_eq!(kube.replicas("shop", "orders-consumer"), 8);
+    // Resolved: steps down every scale_down_cooldown until what the lag needs (lag 1500 -> 2).
+    h.prom.set_lag("prod", "orders", 1500.0);
+    h.advance(301);
+    h.alerts(&payload(
+        "resolved",
+        vec![lag_alert("resolved", "fp1", "prod", "orders", None)],
+    ))
+    .await;
+    assert_eq!(kube.replicas("shop", "orders-consumer"), 6);
+    for _ in 0..3 {
+        h.advance(301);
+        engine.reevaluate().await.unwrap();
+    }
+    assert_eq!(kube.replicas("shop", "orders-consumer"), 2);
+    let (_, state) = h
+        .request(
+            "GET",
+            "/api/v1/state",
+            Some(&format!("Bearer {TOKEN}")),
+            b"",
+        )
+        .await;
+    let t = state["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == "shop/orders-consumer")
+        .unwrap()
+        .clone();
+    assert_eq!(t["tracked_alerts"], json!([]), "settled: no longer tracked");
+    assert_eq!(t["last_action"]["to"], 2);
+    // Repeated identical skips during re-evaluation are audited once, not every interval.
+    let reevals: Vec<_> = audit_lines(&files.audit_path())
+        .into_iter()
+        .filter(|r| r["trigger"] == "reevaluate")
+        .collect();
+    let skipped = reevals.iter().filter(|r| r["outcome"] == "skipped").count();
+    assert_eq!(skipped, 2, "{reevals:#?}");
+}
+
+#[tokio::test]
+async fn audit_endpoint_filters_by_target_action_outcome_and_time() {
+    let files = Files::new();
+    let h = harness_with(&files, fake_kube(), |_| {}).await;
+    h.prom.set_lag("prod", "orders", 9000.0);
+    h.prom.set_lag("prod", "billing", 9000.0);
+    h.alerts(&payload(
+        "firing",
+        vec![lag_alert("firing", "a1", "prod", "orders", None)],
+    ))
+    .await;
+    h.advance(10);
+    h.alerts(&payload(
+        "firing",
+        vec![lag_alert("firing", "b1", "prod", "billing", None)],
+    ))
+    .await;
+    h.advance(10);
+    h.alerts(&payload(
+        "firing",
+        vec![lag_alert("firing", "a2", "prod", "orders", None)],
+    ))
+    .await;
+    let auth = format!("Bearer {TOKEN}");
+    let get = |q: &'static str| {
+        let auth = auth.clone();
+        let h = &h;
+        async move {
+            h.request("GET", &format!("/api/v1/audit{q}"), Some(&auth), b"")
+                .await
+        }
+    };
+    let fps = |b: &Value| -> Vec<String> {
+        b["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["fingerprint"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (s, b) = get("?target=shop/orders-consumer").await;
+    assert_eq!(s, 200);
+    assert_eq!(fps(&b), vec!["a1", "a2"]);
+    let (_, b) = get("?action=scale_up&outcome=applied").await;
+    assert_eq!(fps(&b), vec!["a1", "b1"]);
+    let (_, b) = get("?reason=cooldown").await;
+    assert_eq!(fps(&b), vec!["a2"]);
+    let (_, b) = get("?since=2027-01-15T08:00:05Z&until=2027-01-15T08:00:15Z").await;
+    assert_eq!(fps(&b), vec!["b1"]);
+    let (_, b) = get("?limit=1").await;
+    assert_eq!(
+        (fps(&b), b["truncated"].clone()),
+        (vec!["a2".to_string()], json!(2))
+    );
+    let (s, b) = get("?action=explode").await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b["message"],
+        "action=\"explode\" is not a valid action (scale_up, scale_down, none, pause, resume)"
+    );
+    let (s, b) = get("?since=yesterday").await;
+    assert_eq!(s, 400, "{b}");
+}
+
+#[tokio::test]
+async fn healthz_and_metrics_pass_promtool() {
+    let files = Files::new();
+    let h = harness_with(&files, fake_kube(), |_| {}).await;
+    h.prom.set_lag("prod", "orders", 9000.0);
+    h.alerts(&payload(
+        "firing",
+        vec![lag_alert("firing", "fp1", "prod", "orders", None)],
+    ))
+    .await;
+    h.request("POST", "/api/v1/alerts", None, b"{}").await;
+    let (s, b) = h.request("GET", "/healthz", None, b"").await;
+    assert_eq!(
+        (s, b),
+        (
+            200,
+            json!({"status": "ok", "audit": "ok", "paused": false, "dry_run": false})
+        )
+    );
+    let m = h.metrics().await;
+    for name in [
+        "medic_actuator_webhooks_total",
+        "medic_actuator_alerts_total",
+        "medic_actuator_actions_total",
+        "medic_actuator_kube_request_duration_seconds",
+        "medic_actuator_cooldown_remaining_seconds",
+        "medic_actuator_audit_fsync_duration_seconds",
+        "medic_actuator_audit_records_total",
+        "medic_actuator_webhook_duration_seconds",
+        "medic_actuator_build_info",
+        "medic_actuator_policies",
+    ] {
+        assert!(
+            m.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}:\n{m}"
+        );
+    }
+    let golden = files.path("metrics.txt");
+    std::fs::write(&golden, &m).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&golden).unwrap())
+        .output()
+        .expect("promtool (scripts/install-deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\nstdout: {}\nstderr: {}\nmetrics:\n{m}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "",
+        "promtool lint warnings"
+    );
+}
