@@ -228,14 +228,16 @@ impl Writer {
                     if let Some(obs) = &self.observer {
                         obs(started.elapsed(), count);
                     }
-                    for (job, seq) in batch.into_iter().zip(seqs) {
-                        let _ = job.reply.send(Ok(seq));
-                    }
+                    // Rotate before answering, so a caller that got its answer sees the files
+                    // settled. The records are already durable in the renamed file.
                     if self.size >= self.options.max_bytes {
                         if let Err(e) = self.rotate() {
                             tracing::error!(error = %e, "audit log rotation failed");
                             self.healthy.store(false, Ordering::Relaxed);
                         }
+                    }
+                    for (job, seq) in batch.into_iter().zip(seqs) {
+                        let _ = job.reply.send(Ok(seq));
                     }
                 }
                 Err(e) => {
