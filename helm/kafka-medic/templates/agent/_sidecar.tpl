@@ -32,7 +32,7 @@ broker's namespace.
 {{- $source := $s.brokerId.source }}
 {{- if not (has $source (list "podIndexLabel" "hostnameSuffix")) }}
 {{- fail (printf "agent.sidecar.brokerId.source must be podIndexLabel or hostnameSuffix, got %q" (toString $source)) }}
-{{- end }}
+{{- end -}}
 - name: medic-agent
   image: {{ include "kafka-medic.agentImage" $agent }}
   imagePullPolicy: {{ $agent.image.pullPolicy }}
