@@ -170,8 +170,11 @@ impl App {
             (Some(c), Some(k)) => Some(crate::tls::acceptor(c, k).map_err(AppError::Listen)?),
             _ => None,
         };
-        let addr: Option<SocketAddr> = listener.local_addr().ok();
-        tracing::info!(addr = ?addr, tls = tls.is_some(), dry_run = self.config.dry_run, "medic-actuator listening");
+        let addr = listener
+            .local_addr()
+            .map(|a: SocketAddr| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(addr = %addr, tls = tls.is_some(), dry_run = self.config.dry_run, "medic-actuator listening");
         let engine = self.api.engine.clone();
         let interval = self.config.reevaluate_interval;
         let reeval = tokio::spawn(async move {
