@@ -360,7 +360,7 @@ def check_monitors(objs, case, p):
             p.append(f"{name_of(pm)}: no broker label from the pod name")
         else:
             # Prometheus anchors relabel regexes: check the broker comes out as the ordinal.
-            for pod, want in (("kafka-0", "0"), ("kafka-12", "12"), ("prod-pool-a-5", "5"), ("my-kafka-broker-3", "3")):
+            for pod, want in (("kafka-0", "0"), ("kafka-12", "12"), ("prod-pool-a-5", "5"), ("kafka2-broker-3", "3")):
                 m = re.fullmatch(br["regex"], pod)
                 got = m.expand(br["replacement"].replace("$", "\\")) if m else None
                 if got != want:
