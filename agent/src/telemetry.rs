@@ -55,6 +55,13 @@ pub fn metrics_handle(cluster: &str) -> Option<PrometheusHandle> {
                     Matcher::Full("medic_agent_collection_duration_seconds".into()),
                     &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
                 )
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("medic_agent_kafka_request_duration_seconds".into()),
+                    &[
+                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                    ],
+                )
                 .ok()?;
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -82,6 +89,11 @@ fn describe() {
     metrics::describe_counter!(
         "medic_agent_kafka_requests_total",
         "Requests sent to Kafka, by API."
+    );
+    metrics::describe_histogram!(
+        "medic_agent_kafka_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from sending a Kafka request to reading its response, by API."
     );
     metrics::describe_gauge!(
         "medic_agent_build_info",

@@ -208,8 +208,13 @@ impl KafkaClient {
         };
         let version = conn.version::<R>(cap)?;
         let request = build(version);
-        self.stats.record(api_name(R::KEY));
-        match conn.send(&request, version).await {
+        let api = api_name(R::KEY);
+        self.stats.record(api);
+        let started = std::time::Instant::now();
+        let result = conn.send(&request, version).await;
+        metrics::histogram!("medic_agent_kafka_request_duration_seconds", "api" => api)
+            .record(started.elapsed().as_secs_f64());
+        match result {
             Ok(resp) => Ok((version, resp)),
             Err(e) => {
                 *guard = None;

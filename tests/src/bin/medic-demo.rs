@@ -22,7 +22,9 @@ const PARTITIONS: i32 = 3;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() {
@@ -30,7 +32,9 @@ fn main() {
     let s = stop.clone();
     ctrlc::set_handler(move || s.store(true, Ordering::SeqCst)).expect("Ctrl-C handler");
     let seconds: u64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(90);
-    let agent_bin = arg("--agent").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target/release/medic-agent"));
+    let agent_bin = arg("--agent")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/release/medic-agent"));
 
     println!("starting tansu (a Kafka-protocol broker) on 127.0.0.1 ...");
     let tansu = Tansu::start();
@@ -42,16 +46,33 @@ fn main() {
     std::fs::write(&pid_file, tansu.server.pid().unwrap().to_string()).unwrap();
     let port = free_port();
     let args: Vec<String> = [
-        "--bootstrap-servers", &b, "--listen", &format!("127.0.0.1:{port}"), "--cluster", "demo",
-        "--interval", "2s", "--broker-id", &Tansu::NODE_ID.to_string(),
-        "--process-source", "pid_file", "--process-pid-file", pid_file.to_str().unwrap(),
-        "--log-dirs", dir.path().to_str().unwrap(), "--log-format", "text",
+        "--bootstrap-servers",
+        &b,
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--cluster",
+        "demo",
+        "--interval",
+        "2s",
+        "--broker-id",
+        &Tansu::NODE_ID.to_string(),
+        "--process-source",
+        "pid_file",
+        "--process-pid-file",
+        pid_file.to_str().unwrap(),
+        "--log-dirs",
+        dir.path().to_str().unwrap(),
+        "--log-format",
+        "text",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
     let agent = Server::start("medic-agent", &agent_bin, &args);
-    println!("medic-agent (sidecar of broker {}) serves http://127.0.0.1:{port}/metrics", Tansu::NODE_ID);
+    println!(
+        "medic-agent (sidecar of broker {}) serves http://127.0.0.1:{port}/metrics",
+        Tansu::NODE_ID
+    );
     println!("producer: 20 records/s with a burst of 300 at t=30s; consumer group {GROUP:?}: 12 records/s\n");
 
     // Producer: 20/s, one record per batch, burst of 300 at t=30s.
@@ -71,7 +92,11 @@ fn main() {
             };
             for _ in 0..count {
                 let part = (n % PARTITIONS as u64) as i32;
-                let _ = p.send(BaseRecord::<(), str>::to(TOPIC).partition(part).payload("order"));
+                let _ = p.send(
+                    BaseRecord::<(), str>::to(TOPIC)
+                        .partition(part)
+                        .payload("order"),
+                );
                 n += 1;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -91,7 +116,8 @@ fn main() {
             .unwrap();
         let mut tpl = TopicPartitionList::new();
         for p in 0..PARTITIONS {
-            tpl.add_partition_offset(TOPIC, p, Offset::Beginning).unwrap();
+            tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+                .unwrap();
         }
         c.assign(&tpl).unwrap();
         let mut last_commit = Instant::now();
@@ -106,11 +132,23 @@ fn main() {
         }
     });
 
-    println!("{:>5}  {:>10}  {:>10}  {:>8}  {:>11}  {:>12}  {:>9}  {:>10}", "t(s)", "end offset", "committed", "lag", "lag seconds", "drain (s)", "broker up", "broker RSS");
+    println!(
+        "{:>5}  {:>10}  {:>10}  {:>8}  {:>11}  {:>12}  {:>9}  {:>10}",
+        "t(s)",
+        "end offset",
+        "committed",
+        "lag",
+        "lag seconds",
+        "drain (s)",
+        "broker up",
+        "broker RSS"
+    );
     let deadline = Instant::now() + Duration::from_secs(seconds);
     while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_secs(2));
-        let Ok(r) = medic_e2e::http::request(port, "GET", "/metrics", &[], b"") else { continue };
+        let Ok(r) = medic_e2e::http::request(port, "GET", "/metrics", &[], b"") else {
+            continue;
+        };
         let t = r.body;
         let sum = |name: &str| -> Option<f64> {
             let v: Vec<f64> = (0..PARTITIONS)
@@ -126,7 +164,10 @@ fn main() {
             .sum();
         let drain = sample(&t, &format!("kafka_consumergroup_drain_seconds{{cluster=\"demo\",consumergroup=\"{GROUP}\",topic=\"{TOPIC}\"}}"));
         let up = sample(&t, "kafka_broker_up{cluster=\"demo\",broker=\"111\"}");
-        let rss = sample(&t, "kafka_broker_memory_used_bytes{cluster=\"demo\",broker=\"111\"}");
+        let rss = sample(
+            &t,
+            "kafka_broker_memory_used_bytes{cluster=\"demo\",broker=\"111\"}",
+        );
         let fmt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
         println!(
             "{:>5}  {:>10}  {:>10}  {:>8}  {:>11}  {:>12}  {:>9}  {:>10}",
