@@ -197,15 +197,24 @@ def build():
                    bars=True, w=8,
                    description="Collections that failed; /healthz turns 503 and the agent is "
                                "taken out of its Service while they last."),
+        timeseries(L, "Collection errors by stage",
+                   targets((f"sum by (cluster, stage) (increase(medic_agent_collection_errors_total{{{A}}}[$__rate_interval]))", "{{stage}}")),
+                   bars=True, w=8, legend_calcs=("sum",),
+                   description="Problems met while collecting: a Kafka request (metadata, "
+                               "list_groups, offset_fetch, list_offsets, fetch) or a broker health "
+                               "reading (process, cpu, memory, network, disk)."),
         timeseries(L, "Groups and partitions reported",
                    targets((f"sum by (cluster, instance) (medic_agent_groups{{{A}}})", "groups {{instance}}"),
                            (f"sum by (cluster, instance) (medic_agent_partitions{{{A}}})", "partitions {{instance}}")),
-                   w=12,
+                   w=8,
                    description="In sidecar mode each agent reports the groups its broker "
                                "coordinates, so the counts split between brokers."),
         timeseries(L, "Kafka requests",
                    targets((f"sum by (cluster, api) (rate(medic_agent_kafka_requests_total{{{A}}}[$__rate_interval]))", "{{api}}")),
-                   unit="reqps", w=12),
+                   unit="reqps", w=8),
+        timeseries(L, "Kafka request latency (p99)",
+                   targets((f"histogram_quantile(0.99, sum by (cluster, api, le) (rate(medic_agent_kafka_request_duration_seconds_bucket{{{A}}}[$__rate_interval])))", "{{api}}")),
+                   unit="s", w=24),
     ]
     panels.append(row(L, "Collection (medic-agent)", collapsed=True, panels=L_agent))
 

@@ -261,7 +261,7 @@ def check_case(label, values):
     return objs, case, notes, out
 
 
-def check_links():
+def link_problems(chart=CHART):
     want = {
         "files/kafka-medic.rules.yml": os.path.join(ROOT, "rules", "kafka-medic.rules.yml"),
         "files/alertmanager.example.yml": AM_EXAMPLE,
@@ -269,13 +269,32 @@ def check_links():
     }
     p = []
     for rel, target in want.items():
-        path = os.path.join(CHART, rel)
+        path = os.path.join(chart, rel)
         if not os.path.islink(path):
             p.append(f"helm/kafka-medic/{rel} is not a symlink (a copy can drift); fix: "
                      f"ln -sfn {os.path.relpath(target, os.path.dirname(path))} helm/kafka-medic/{rel}")
         elif os.path.realpath(path) != os.path.realpath(target):
             p.append(f"helm/kafka-medic/{rel} points to {os.path.realpath(path)}, not {target}")
+    return p
+
+
+def check_links():
+    p = link_problems()
     record("links: rules and dashboards are symlinks, not copies", not p, "\n".join(p))
+
+
+def self_test_links(tmp):
+    """A chart whose rules link was replaced by a copy must be reported."""
+    copy_dir = os.path.join(tmp, "chart-with-a-copy")
+    shutil.copytree(CHART, copy_dir, symlinks=True)
+    link = os.path.join(copy_dir, "files", "kafka-medic.rules.yml")
+    os.unlink(link)
+    shutil.copyfile(os.path.join(ROOT, "rules", "kafka-medic.rules.yml"), link)
+    os.unlink(os.path.join(copy_dir, "files", "dashboards"))
+    os.symlink(os.path.join(ROOT, "rules"), os.path.join(copy_dir, "files", "dashboards"))
+    p = link_problems(copy_dir)
+    ok = any("kafka-medic.rules.yml is not a symlink" in x for x in p) and any("files/dashboards points to" in x for x in p)
+    record("self-test: a copied rules file and a wrong dashboards link are reported", ok, str(p))
 
 
 def check_app_version():
@@ -430,14 +449,16 @@ class Proc:
 
 def wait_http(url, proc, headers=None, deadline=15):
     end = time.time() + deadline
+    last = None
     while time.time() < end:
         if proc.p.poll() is not None:
             return None, f"exited with {proc.p.returncode}:\n{proc.output()}"
         try:
             return http_get(url, headers), None
-        except (urllib.error.URLError, ConnectionError, socket.timeout):
+        except (urllib.error.URLError, ConnectionError, socket.timeout) as e:
+            last = e
             time.sleep(0.2)
-    return None, f"no answer on {url} in {deadline}s:\n{proc.output()}"
+    return None, f"no answer on {url} in {deadline}s (last error: {last}):\n{proc.output()}"
 
 
 def resolve_env(container, tmp, pod_name):
@@ -520,59 +541,76 @@ def check_agent_binary(agent_bin, wrapper, cases, tmp):
 
 def check_actuator_binary(act_bin, cases, tmp):
     for label, (objs, case) in cases.items():
-        if not case["actuator"] or case["existing_secret"]:
+        if not case["actuator"]:
             continue
-        work = tempfile.mkdtemp(dir=tmp)
-        cm = [c for c in M.kind(objs, "ConfigMap") if c["metadata"]["name"].endswith("-actuator")][0]
-        secret = [s for s in M.kind(objs, "Secret") if s["metadata"]["name"].endswith("-actuator") and s["metadata"]["namespace"] == case["namespace"]][0]
-        config = yaml.safe_load(cm["data"]["actuator.yaml"])
-        token = base64.b64decode(secret["data"][case["token_key"]]).decode()
-        with open(os.path.join(work, "policies.yaml"), "w") as f:
-            f.write(cm["data"]["policies.yaml"])
-        with open(os.path.join(work, "token"), "w") as f:
-            f.write(token)
-        port = free_port()
-        # Where the pod mounts files, the test uses its own directory; the rest is as rendered.
-        config["listen"] = f"127.0.0.1:{port}"
-        config["policies_file"] = os.path.join(work, "policies.yaml")
-        config["auth"]["bearer_token_file"] = os.path.join(work, "token")
-        config["audit"]["path"] = os.path.join(work, "audit", "audit.log")
-        config.setdefault("kubernetes", {})["api_url"] = f"http://127.0.0.1:{free_port()}"
-        scheme = "http"
-        if "tls" in config:
-            crt, key = os.path.join(work, "tls.crt"), os.path.join(work, "tls.key")
-            run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", crt])
-            config["tls"] = {"cert_file": crt, "key_file": key}
-            scheme = "https"
-        with open(os.path.join(work, "actuator.yaml"), "w") as f:
-            yaml.safe_dump(config, f)
-        proc = Proc([act_bin, "--config", os.path.join(work, "actuator.yaml")], {"PATH": "/usr/bin:/bin", "HOSTNAME": "medic-actuator-test"},
-                    os.path.join(work, "actuator.log"))
-        problems = []
-        try:
-            if scheme == "https":
-                import ssl
-                ctx = ssl.create_default_context(cafile=os.path.join(work, "tls.crt"))
-                opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx))
-                urllib.request.install_opener(opener)
-            got, err = wait_http(f"{scheme}://127.0.0.1:{port}/healthz", proc)
-            if err:
-                problems.append(f"medic-actuator {err}")
-            else:
-                st, body = http_get(f"{scheme}://127.0.0.1:{port}/metrics")
-                m = re.search(r"^medic_actuator_policies(?:\{[^}]*\})? (\S+)", body, re.M)
-                if not m or float(m.group(1)) != len(case["policies"]):
-                    problems.append(f"/metrics medic_actuator_policies is {m.group(1) if m else 'absent'}, expected {len(case['policies'])}")
-                st, body = http_post(f"{scheme}://127.0.0.1:{port}/api/v1/alerts", "{}")
-                if st != 401:
-                    problems.append(f"POST /api/v1/alerts without the token answered {st}, expected 401")
-                st, body = http_post(f"{scheme}://127.0.0.1:{port}/api/v1/alerts", "{}", {"Authorization": f"Bearer {token}"})
-                if st != 400:
-                    problems.append(f"POST /api/v1/alerts with the chart's token and a bad body answered {st} ({body[:120]}), expected 400")
-        finally:
-            proc.stop()
-            urllib.request.install_opener(urllib.request.build_opener())
+        problems = run_actuator(act_bin, objs, case, tmp)
         record(f"medic-actuator starts with the rendered config and policies ({label}) and enforces its token", not problems, "\n".join(problems))
+
+
+def run_actuator(act_bin, objs, case, tmp, edit_config=None):
+    """Start the real actuator with the rendered config, policies, token and environment (file
+    paths moved into a temporary directory, the listener on loopback); check /healthz, the
+    policy count in /metrics, and that the webhook wants the token. Returns the problems."""
+    work = tempfile.mkdtemp(dir=tmp)
+    cm = [c for c in M.kind(objs, "ConfigMap") if c["metadata"]["name"].endswith("-actuator")][0]
+    secret = ([s for s in M.kind(objs, "Secret") if s["metadata"]["name"].endswith("-actuator") and s["metadata"]["namespace"] == case["namespace"]] or [None])[0]
+    config = yaml.safe_load(cm["data"]["actuator.yaml"])
+    if case["existing_secret"]:
+        token = "token-of-the-existing-secret"  # the Secret is the operator's; any token will do
+    else:
+        token = base64.b64decode(secret["data"][case["token_key"]]).decode()
+    with open(os.path.join(work, "policies.yaml"), "w") as f:
+        f.write(cm["data"]["policies.yaml"])
+    with open(os.path.join(work, "token"), "w") as f:
+        f.write(token)
+    port = free_port()
+    # Where the pod mounts files, the test uses its own directory; the rest is as rendered.
+    config["listen"] = f"127.0.0.1:{port}"
+    config["policies_file"] = os.path.join(work, "policies.yaml")
+    config["auth"]["bearer_token_file"] = os.path.join(work, "token")
+    config["audit"]["path"] = os.path.join(work, "audit", "audit.log")
+    config.setdefault("kubernetes", {})["api_url"] = f"http://127.0.0.1:{free_port()}"
+    scheme = "http"
+    if "tls" in config:
+        crt, key = os.path.join(work, "tls.crt"), os.path.join(work, "tls.key")
+        run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", crt])
+        config["tls"] = {"cert_file": crt, "key_file": key}
+        scheme = "https"
+    if edit_config:
+        edit_config(config)
+    with open(os.path.join(work, "actuator.yaml"), "w") as f:
+        yaml.safe_dump(config, f)
+    # The container's own environment too (RUST_LOG, extraEnv): the actuator rejects an
+    # unknown MEDIC_ACTUATOR_* variable.
+    dep = [d for d in M.kind(objs, "Deployment") if d["metadata"]["name"].endswith("-actuator")][0]
+    env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0].get("env", []) if "value" in e}
+    env.update({"PATH": "/usr/bin:/bin", "HOSTNAME": "medic-actuator-test"})
+    proc = Proc([act_bin, "--config", os.path.join(work, "actuator.yaml")], env, os.path.join(work, "actuator.log"))
+    problems = []
+    try:
+        if scheme == "https":
+            import ssl
+            ctx = ssl.create_default_context(cafile=os.path.join(work, "tls.crt"))
+            urllib.request.install_opener(urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx)))
+        got, err = wait_http(f"{scheme}://127.0.0.1:{port}/healthz", proc)
+        if err:
+            problems.append(f"medic-actuator {err}")
+        else:
+            st, body = http_get(f"{scheme}://127.0.0.1:{port}/metrics")
+            m = re.search(r"^medic_actuator_policies(?:\{[^}]*\})? (\S+)", body, re.M)
+            if not m or float(m.group(1)) != len(case["policies"]):
+                problems.append(f"/metrics medic_actuator_policies is {m.group(1) if m else 'absent'}, expected {len(case['policies'])}")
+            st, body = http_post(f"{scheme}://127.0.0.1:{port}/api/v1/alerts", "{}")
+            if st != 401:
+                problems.append(f"POST /api/v1/alerts without the token answered {st}, expected 401")
+            st, body = http_post(f"{scheme}://127.0.0.1:{port}/api/v1/alerts", "{}", {"Authorization": f"Bearer {token}"})
+            if st != 400:
+                problems.append(f"POST /api/v1/alerts with the chart's token and a bad body answered {st} ({body[:120]}), expected 400")
+    finally:
+        proc.stop()
+        urllib.request.install_opener(urllib.request.build_opener())
+    return problems
 
 
 # ---------------------------------------------------------------- values that must fail
@@ -678,6 +716,25 @@ def self_test(cases, wrapper, tmp):
     record("self-test: the token printed in the notes is reported", any("NOTES.txt: prints the webhook token" in p for p in np), str(np))
 
 
+def self_test_binaries(agent_bin, act_bin, wrapper, cases, tmp):
+    """The real-binary checks must fail when the rendered settings are wrong."""
+    if agent_bin and wrapper.get("podIndexLabel"):
+        sts = M.kind(wrapper["podIndexLabel"], "StatefulSet")[0]
+        c = copy.deepcopy([c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "medic-agent"][0])
+        for e in c["env"]:
+            if e["name"] == "MEDIC_AGENT_SECURITY_PROTOCOL":
+                e["value"] = "tls"
+        err = run_agent(agent_bin, c, tempfile.mkdtemp(dir=tmp), "kafka-2", "prod", "sidecar (broker 2)", "bad-protocol")
+        record("self-test: medic-agent rejecting a rendered setting is reported", bool(err and "MEDIC_AGENT_SECURITY_PROTOCOL" in err), err or "not reported")
+        c = copy.deepcopy([c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "medic-agent"][0])
+        err = run_agent(agent_bin, c, tempfile.mkdtemp(dir=tmp), "kafka-2", "prod", "sidecar (broker 1)", "wrong-broker")
+        record("self-test: a sidecar that reports another broker id is reported", bool(err and "sidecar (broker 2)" in err), err or "not reported")
+    if act_bin and "ci/minimal-values.yaml" in cases:
+        objs, case = cases["ci/minimal-values.yaml"][:2]
+        problems = run_actuator(act_bin, objs, case, tmp, edit_config=lambda c: c.__setitem__("reevaluate_every", "30s"))
+        record("self-test: medic-actuator rejecting a rendered config key is reported", any("exited with" in p and "reevaluate_every" in p for p in problems), str(problems)[:300])
+
+
 def binary(name):
     path = os.path.join(ROOT, "target", "debug", name)
     return path if os.access(path, os.X_OK) else None
@@ -712,6 +769,8 @@ def main(argv):
         else:
             record("medic-actuator binary", False, "no medic-actuator binary given (--actuator PATH)")
         print("--- self-test: the checks fail on broken input")
+        self_test_links(tmp)
+        self_test_binaries(agent_bin, act_bin, wrapper, cases, tmp)
         if "ci/full-values.yaml" in cases:
             self_test(cases, wrapper, tmp)
         else:
