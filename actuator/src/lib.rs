@@ -7,6 +7,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod decide;
 pub mod engine;

@@ -1,6 +1,8 @@
 //! Shared test helpers: a stateful fake Kubernetes API on wiremock, a fake Prometheus, payloads.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod harness;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

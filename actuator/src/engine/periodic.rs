@@ -1,0 +1,142 @@
+//! Periodic work and read-only views: re-evaluation, cooldown gauges, /api/v1/state.
+
+use super::{elapsed_within, BrokerEntry, Engine, EngineError};
+use crate::alert::AlertStatus;
+use crate::audit::Outcome;
+use crate::decide::{cooldown_remaining, Direction, Trigger};
+use crate::telemetry;
+
+impl Engine {
+    /// Re-evaluate every tracked alert once (firing ones, and resolved ones until settled).
+    pub async fn reevaluate(&self) -> Result<usize, EngineError> {
+        let mut acted = 0;
+        let mut firing = 0usize;
+        let mut settling = 0usize;
+        for policy in self.policies.all() {
+            let Some(rt) = self.targets.get(&policy.target()) else {
+                continue;
+            };
+            let mut rt = rt.lock().await;
+            let now = self.now();
+            let ttl = self.settings.alert_ttl;
+            rt.tracked
+                .retain(|_, t| elapsed_within(t.last_seen, now, ttl));
+            let pick = rt
+                .tracked
+                .values()
+                .find(|t| t.alert.status == AlertStatus::Firing)
+                .or_else(|| rt.tracked.values().next())
+                .map(|t| t.alert.clone());
+            let Some(alert) = pick else {
+                continue;
+            };
+            let (rec, _) = self
+                .evaluate(policy, &alert, Trigger::Reevaluate, &mut rt, now)
+                .await;
+            let code = format!(
+                "{}:{}",
+                rec.outcome.as_str(),
+                rec.reason.clone().unwrap_or_default()
+            );
+            let settled = alert.status == AlertStatus::Resolved
+                && matches!(rec.reason.as_deref(), Some("at_desired" | "out_of_bounds"));
+            if rec.outcome != Outcome::Skipped || rt.last_reeval.as_deref() != Some(code.as_str()) {
+                if rec.outcome == Outcome::Applied {
+                    acted += 1;
+                }
+                self.write(rec).await?;
+            }
+            rt.last_reeval = Some(code);
+            if settled {
+                rt.tracked.clear();
+                rt.last_reeval = None;
+            }
+            if rt
+                .tracked
+                .values()
+                .any(|t| t.alert.status == AlertStatus::Firing)
+            {
+                firing += 1;
+            } else if !rt.tracked.is_empty() {
+                settling += 1;
+            }
+        }
+        self.telemetry
+            .gauge(telemetry::TRACKED, &[("state", "firing".into())])
+            .set(firing as f64);
+        self.telemetry
+            .gauge(telemetry::TRACKED, &[("state", "settling".into())])
+            .set(settling as f64);
+        Ok(acted)
+    }
+
+    /// Update the cooldown gauges (called before each scrape; skips targets busy right now).
+    pub fn refresh_gauges(&self) {
+        let now = self.now();
+        for p in self.policies.all() {
+            let Some(rt) = self.targets.get(&p.target()) else {
+                continue;
+            };
+            let Ok(rt) = rt.try_lock() else { continue };
+            for d in [Direction::Up, Direction::Down] {
+                let left = cooldown_remaining(rt.last_action.as_ref(), p, d, now);
+                self.telemetry
+                    .gauge(
+                        telemetry::COOLDOWN,
+                        &[("target", p.target()), ("direction", d.as_str().into())],
+                    )
+                    .set(left.as_secs_f64());
+            }
+        }
+    }
+
+    /// A JSON view of policies, cooldowns, last actions and tracked alerts.
+    pub async fn state(&self) -> serde_json::Value {
+        let now = self.now();
+        let mut targets = Vec::new();
+        for p in self.policies.all() {
+            let Some(rt) = self.targets.get(&p.target()) else {
+                continue;
+            };
+            let rt = rt.lock().await;
+            let tracked: Vec<_> = rt
+                .tracked
+                .values()
+                .map(|t| {
+                    serde_json::json!({
+                        "fingerprint": t.alert.fingerprint,
+                        "status": t.alert.status,
+                        "starts_at": t.alert.starts_at,
+                        "last_seen": t.last_seen,
+                    })
+                })
+                .collect();
+            targets.push(serde_json::json!({
+                "target": p.target(),
+                "cluster": p.cluster,
+                "consumergroup": p.consumergroup,
+                "policy": p,
+                "last_action": rt.last_action,
+                "cooldown_remaining_seconds": {
+                    "up": cooldown_remaining(rt.last_action.as_ref(), p, Direction::Up, now).as_secs(),
+                    "down": cooldown_remaining(rt.last_action.as_ref(), p, Direction::Down, now).as_secs(),
+                },
+                "tracked_alerts": tracked,
+            }));
+        }
+        let brokers: Vec<BrokerEntry> = self
+            .brokers
+            .lock()
+            .map(|b| b.values().cloned().collect())
+            .unwrap_or_default();
+        serde_json::json!({
+            "instance": self.settings.instance,
+            "now": now,
+            "paused": self.paused(),
+            "dry_run": self.settings.dry_run,
+            "audit_healthy": self.audit.healthy(),
+            "targets": targets,
+            "broker_alerts": brokers,
+        })
+    }
+}
