@@ -154,7 +154,8 @@ def build():
         description="KafkaConsumerStalled, pending or firing: lag above zero and no commit on a "
                     "partition of the topic."))
 
-    L_parts = [
+    parts_row = row(L, "Partitions (drill-down)", collapsed=True)
+    parts_row["panels"] = [
         timeseries(L, "Lag per partition (offsets)",
                    targets((f"max by (cluster, consumergroup, topic, partition) (kafka_consumergroup_lag{{{GT}}})",
                             "{{consumergroup}} / {{topic}} [{{partition}}]")),
@@ -178,10 +179,11 @@ def build():
               description="Every partition of the selected groups and topics: lag, oldest "
                           "unconsumed message, committed and log end offsets."),
     ]
-    panels.append(row(L, "Partitions (drill-down)", collapsed=True, panels=L_parts))
+    panels.append(parts_row)
 
     A = 'cluster=~"$cluster"'
-    L_agent = [
+    agent_row = row(L, "Collection (medic-agent)", collapsed=True)
+    agent_row["panels"] = [
         timeseries(L, "Snapshot age",
                    targets((f"max by (cluster, instance) (medic_agent_snapshot_age_seconds{{{A}}})", "{{instance}}")),
                    unit="s", w=8,
@@ -216,7 +218,7 @@ def build():
                    targets((f"histogram_quantile(0.99, sum by (cluster, api, le) (rate(medic_agent_kafka_request_duration_seconds_bucket{{{A}}}[$__rate_interval])))", "{{api}}")),
                    unit="s", w=24),
     ]
-    panels.append(row(L, "Collection (medic-agent)", collapsed=True, panels=L_agent))
+    panels.append(agent_row)
 
     variables = [
         datasource_var(),

@@ -246,6 +246,9 @@ def check_panels(ctx, d):
             ctx.add(f'row "{p.get("title")}"', "an expanded row must not hold panels")
         for q in nested:
             place(q, p.get("id"))
+            qy = (q.get("gridPos") or {}).get("y", -1)
+            if isinstance(qy, int) and qy <= p["gridPos"]["y"]:
+                ctx.add(f'panel {q.get("id")} "{q.get("title")}"', f'sits above its collapsed row "{p.get("title")}" (y {qy} <= {p["gridPos"]["y"]})')
     for p in all_panels(d):
         pid = p.get("id")
         if not isinstance(pid, int):
@@ -493,6 +496,10 @@ def _mutations():
     def no_annotation(d):
         d["annotations"]["list"] = [a for a in d["annotations"]["list"] if "medic_actuator" not in (a.get("expr") or "")]
 
+    def row_above(d):
+        r = [p for p in d["panels"] if p.get("type") == "row" and p.get("collapsed")][0]
+        r["panels"][0]["gridPos"]["y"] = r["gridPos"]["y"] - 1
+
     def no_preset(d):
         d["timepicker"]["time_options"] = ["1h", "24h"]
 
@@ -517,6 +524,7 @@ def _mutations():
         ("threshold not drawn", broker, no_threshold_line, "thresholds are not drawn"),
         ("no actuator annotation", broker, no_annotation, "no enabled annotation of actuator actions"),
         ("6h preset removed", act, no_preset, "lack ['6h']"),
+        ("panel above its collapsed row", lag, row_above, "sits above its collapsed row"),
     ]
 
 
