@@ -238,7 +238,8 @@ fn bench_agent(b: &str, l: &Layout) -> Row {
         cpu_s: (cpu2 - cpu1) / warm,
         rss_mb: rss,
         checked: format!(
-            "{groups} groups, {parts} partitions, total lag {lag_total}, {pending} pending"
+            "{groups} groups, {parts} partitions, total lag {lag_total}, {pending} pending; per request: {}",
+            per_api.join(", ")
         ),
     }
 }
