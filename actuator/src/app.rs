@@ -20,6 +20,34 @@ use crate::http::{routes, Api};
 use crate::policy::Policies;
 use crate::telemetry::{self, Telemetry};
 
+/// How long in-flight requests may take to finish on shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serve one HTTP/1 connection; on `stop`, finish the request in flight and close.
+async fn serve_connection<I, S>(io: I, svc: S, mut stop: tokio::sync::watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<BoxError>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<BoxError>,
+{
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection error");
+    }
+}
+
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -189,8 +217,11 @@ impl App {
             }
         });
         let svc = warp::service(routes(self.api.clone()));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut conns = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
         loop {
+            while conns.try_join_next().is_some() {}
             let (stream, _peer) = tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
@@ -203,25 +234,32 @@ impl App {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let svc = svc.clone();
+            let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
             let tls = tls.clone();
-            tokio::spawn(async move {
-                let svc = hyper_util::service::TowerToHyperService::new(svc);
-                let http = hyper::server::conn::http1::Builder::new();
-                let result = match tls {
+            let stop = stop_rx.clone();
+            conns.spawn(async move {
+                match tls {
                     Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => http.serve_connection(TokioIo::new(s), svc).await,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            return;
-                        }
+                        Ok(s) => serve_connection(TokioIo::new(s), svc, stop).await,
+                        Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                     },
-                    None => http.serve_connection(TokioIo::new(stream), svc).await,
-                };
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "connection error");
+                    None => serve_connection(TokioIo::new(stream), svc, stop).await,
                 }
             });
+        }
+        // Stop accepting; let requests in flight finish (their decisions get audited), close
+        // idle keep-alive connections, and give up after a grace period.
+        drop(listener);
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                open = conns.len(),
+                "connections still open after the shutdown grace period"
+            );
         }
         reeval.abort();
         Ok(())

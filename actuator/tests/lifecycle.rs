@@ -383,3 +383,52 @@ async fn firing_alerts_are_reevaluated_and_resolved_ones_settle() {
     let skipped = reevals.iter().filter(|r| r["outcome"] == "skipped").count();
     assert_eq!(skipped, 2, "{reevals:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_request_in_flight_finish_and_audit() {
+    let files = Files::new();
+    let kube = fake_kube();
+    kube.state.lock().unwrap().delay = std::time::Duration::from_millis(400);
+    let h = harness_with(&files, kube.clone(), |_| {}).await;
+    h.prom.set_lag("prod", "orders", 9000.0);
+    let app = std::sync::Arc::new(h.app);
+    let listener = app.bind().await.unwrap();
+    let url = format!("http://{}/api/v1/alerts", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server_app = app.clone();
+    let server = tokio::spawn(async move {
+        server_app
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let body = payload(
+        "firing",
+        vec![lag_alert("firing", "fp1", "prod", "orders", None)],
+    );
+    let request =
+        tokio::spawn(async move { client.post(url).bearer_auth(TOKEN).body(body).send().await });
+    // Shut down while the decision waits on the (slow) Kubernetes API.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.send(()).unwrap();
+    // serve() returns only after the request in flight was decided, applied and audited.
+    server.await.unwrap().unwrap();
+    let lines = audit_lines(&files.audit_path());
+    assert_eq!(
+        lines.len(),
+        1,
+        "serve() returned before the in-flight decision was audited"
+    );
+    assert_eq!(lines[0]["outcome"], "applied");
+    assert_eq!(kube.replicas("shop", "orders-consumer"), 4);
+    let resp = request
+        .await
+        .unwrap()
+        .expect("answered despite the shutdown");
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["results"][0]["outcome"], "applied");
+}

@@ -186,6 +186,16 @@ impl Engine {
                 rt.last_action = Some(claim);
                 return (base, false);
             }
+            if !self.audit.healthy() {
+                // The record of this action might not become durable: do not act, and ask
+                // Alertmanager to retry (writing this record probes the disk again).
+                base.outcome = Outcome::Failed;
+                base.reason = Some("audit_unhealthy".into());
+                base.message = format!(
+                    "not scaling {target} from {from} to {to}: the last audit write failed"
+                );
+                return (base, true);
+            }
             if pending.as_ref() != Some(&claim) || view.last_action.as_ref() != Some(&claim) {
                 match self
                     .kube

@@ -40,6 +40,8 @@ pub struct KubeState {
     pub scale_faults: VecDeque<(u16, &'static str)>,
     /// Bump the resourceVersion right before the next N claims (another writer got there).
     pub claim_races: usize,
+    /// Delay every answer by this much.
+    pub delay: std::time::Duration,
 }
 
 /// A fake API server holding Deployments; GETs and PATCHes work as on a real one, including
@@ -114,6 +116,7 @@ impl Respond for FakeKube {
         let (ns, name) = (parts[5].to_string(), parts[7].to_string());
         let is_scale = parts.len() == 9;
         let mut s = self.state.lock().unwrap();
+        let delay = s.delay;
         let method = req.method.to_string();
         if method == "PATCH" {
             s.writes.push(Write {
@@ -178,15 +181,16 @@ impl Respond for FakeKube {
             "name": name, "namespace": ns, "resourceVersion": dep.rv.to_string(),
             "annotations": dep.annotations,
         });
+        let respond = |t: ResponseTemplate| t.set_delay(delay);
         if is_scale {
-            ResponseTemplate::new(200).set_body_json(json!({
+            respond(ResponseTemplate::new(200).set_body_json(json!({
                 "apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": meta,
                 "spec": {"replicas": dep.replicas}, "status": {"replicas": dep.replicas}
-            }))
+            })))
         } else {
-            ResponseTemplate::new(200).set_body_json(json!({
+            respond(ResponseTemplate::new(200).set_body_json(json!({
                 "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": meta
-            }))
+            })))
         }
     }
 }
