@@ -230,6 +230,32 @@ pub fn desired_for_lag(lag: u64, partitions: Option<u32>, policy: &Policy) -> u3
     desired.clamp(policy.min_replicas, policy.max_replicas)
 }
 
+/// Where the policy wants the target to end up, after clamping (before `max_step`, cooldowns
+/// and holds): for a firing alert ceil(lag / lag_per_replica), capped at the partition count when
+/// the policy asks for it, clamped to [min, max] (None without a lag figure); for a resolved alert
+/// the same figure (or `min_replicas` without lag), but never above the current replicas.
+pub fn wanted_replicas(status: AlertStatus, observed: &Observed, policy: &Policy) -> Option<u32> {
+    let partitions = if policy.partition_cap.is_some() {
+        observed.partitions
+    } else {
+        None
+    };
+    match status {
+        AlertStatus::Firing => observed
+            .lag
+            .map(|lag| desired_for_lag(lag, partitions, policy)),
+        // Resolved: step down toward min_replicas, but not below what the current lag needs,
+        // and never up.
+        AlertStatus::Resolved => {
+            let floor = observed
+                .lag
+                .map(|lag| desired_for_lag(lag, partitions, policy))
+                .unwrap_or(policy.min_replicas);
+            Some(floor.min(observed.replicas))
+        }
+    }
+}
+
 /// The pure decision: what to do with one lag alert on one target.
 pub fn decide(
     alert: &AlertInput,
@@ -248,25 +274,8 @@ pub fn decide(
     if from < policy.min_replicas || from > policy.max_replicas {
         return Decision::Skip(Reason::OutOfBounds { replicas: from });
     }
-    let partitions = if policy.partition_cap.is_some() {
-        observed.partitions
-    } else {
-        None
-    };
-    let desired = match alert.status {
-        AlertStatus::Firing => match observed.lag {
-            Some(lag) => desired_for_lag(lag, partitions, policy),
-            None => return Decision::Skip(Reason::LagUnknown),
-        },
-        // Resolved: step down toward min_replicas, but not below what the current lag needs,
-        // and never up.
-        AlertStatus::Resolved => {
-            let floor = observed
-                .lag
-                .map(|lag| desired_for_lag(lag, partitions, policy))
-                .unwrap_or(policy.min_replicas);
-            floor.min(from)
-        }
+    let Some(desired) = wanted_replicas(alert.status, observed, policy) else {
+        return Decision::Skip(Reason::LagUnknown);
     };
     let step = policy.max_step.max(1);
     let to = if desired > from {

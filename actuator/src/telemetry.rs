@@ -44,6 +44,10 @@ pub const PAUSED: &str = "medic_actuator_paused";
 pub const DRY_RUN: &str = "medic_actuator_dry_run";
 /// Number of policies.
 pub const POLICIES: &str = "medic_actuator_policies";
+/// A Deployment's spec.replicas as last read, per policy target.
+pub const TARGET_REPLICAS: &str = "medic_actuator_target_replicas";
+/// The replicas the policy formula wants after clamping, per policy target.
+pub const TARGET_DESIRED: &str = "medic_actuator_target_desired_replicas";
 /// Alerts being re-evaluated.
 pub const TRACKED: &str = "medic_actuator_tracked_alerts";
 /// Build info.
@@ -130,6 +134,14 @@ impl Telemetry {
                 WEBHOOK_LATENCY,
                 Unit::Seconds,
                 "Time to handle a request on /api/v1/alerts, audit fsync included."
+            );
+            describe_gauge!(
+                TARGET_REPLICAS,
+                "Replicas of the policy's Deployment (spec.replicas of its scale subresource) as last read, by target (namespace/name)."
+            );
+            describe_gauge!(
+                TARGET_DESIRED,
+                "Replicas the policy's formula wants for the target after clamping to [min, max] (before max_step and cooldowns), as last evaluated."
             );
             describe_gauge!(PAUSED, "1 while the actuator is paused.");
             describe_gauge!(DRY_RUN, "1 when the actuator only decides and audits.");

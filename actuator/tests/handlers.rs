@@ -102,6 +102,22 @@ async fn firing_alert_scales_through_the_scale_subresource_and_audits_first() {
     assert_eq!(
         metric(
             &m,
+            "medic_actuator_target_replicas{target=\"shop/orders-consumer\"}"
+        ),
+        4.0,
+        "replicas as set by the actuator: {m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "medic_actuator_target_desired_replicas{target=\"shop/orders-consumer\"}"
+        ),
+        4.0,
+        "ceil(3500 / 1000): {m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
             "medic_consumergroup_lag_threshold{cluster=\"prod\",consumergroup=\"orders\"}"
         ),
         5000.0

@@ -7,8 +7,8 @@ use crate::alert::LagAlert;
 use crate::audit::{Action, AuditRecord, Outcome};
 use crate::backend::{KubeError, TargetView};
 use crate::decide::{
-    decide, AlertInput, Decision, Direction, LagSource, LastAction, Observed, Reason, TargetState,
-    Trigger,
+    decide, wanted_replicas, AlertInput, Decision, Direction, LagSource, LastAction, Observed,
+    Reason, TargetState, Trigger,
 };
 use crate::policy::{PartitionCap, Policy};
 use crate::telemetry;
@@ -88,6 +88,12 @@ impl Engine {
                 Err(e) => return fail(base, &e),
             };
             base.from_replicas = Some(view.replicas);
+            self.telemetry
+                .gauge(
+                    telemetry::TARGET_REPLICAS,
+                    &[("target", target.to_string())],
+                )
+                .set(f64::from(view.replicas));
             let decision = if let Some(claim) = pending
                 .as_ref()
                 .filter(|c| view.last_action.as_ref() == Some(*c))
@@ -122,6 +128,11 @@ impl Engine {
                     partitions,
                     broker_trouble: broker.clone(),
                 };
+                if let Some(want) = wanted_replicas(alert.status, &observed, policy) {
+                    self.telemetry
+                        .gauge(telemetry::TARGET_DESIRED, &[("target", target.to_string())])
+                        .set(f64::from(want));
+                }
                 let mut d = decide(&input, &observed, policy, &state, now);
                 if let (
                     Decision::Scale {
@@ -217,6 +228,12 @@ impl Engine {
             return match self.kube.scale(&target, to).await {
                 Ok(()) => {
                     rt.last_action = Some(claim);
+                    self.telemetry
+                        .gauge(
+                            telemetry::TARGET_REPLICAS,
+                            &[("target", target.to_string())],
+                        )
+                        .set(f64::from(to));
                     base.outcome = Outcome::Applied;
                     base.message = format!(
                         "scaled {target} from {from} to {to} (desired {desired}, {lag_text})"
