@@ -285,10 +285,7 @@ fn bench_naive(b: &str, l: &Layout) -> Row {
             let committed = match c.committed_offsets(tpl.clone(), Duration::from_secs(30)) {
                 Ok(c) => c,
                 Err(e) => {
-                    failures += 1;
-                    if first_error.is_empty() {
-                        first_error = e.to_string();
-                    }
+                    note(&mut failures, &mut first_error, e);
                     continue;
                 }
             };
@@ -303,11 +300,8 @@ fn bench_naive(b: &str, l: &Layout) -> Row {
                                 ends.insert(key, h);
                                 h
                             }
-                            Err(err) => {
-                                failures += 1;
-                                if first_error.is_empty() {
-                                    first_error = err.to_string();
-                                }
+                            Err(e) => {
+                                note(&mut failures, &mut first_error, e);
                                 continue;
                             }
                         }
@@ -340,6 +334,14 @@ fn bench_naive(b: &str, l: &Layout) -> Row {
                 "total lag {total_lag}; {failures} calls failed over 2 runs (first: {first_error})"
             )
         },
+    }
+}
+
+/// Counts a failed naive call and keeps the first error's text.
+fn note(failures: &mut usize, first: &mut String, e: impl std::fmt::Display) {
+    *failures += 1;
+    if first.is_empty() {
+        *first = e.to_string();
     }
 }
 

@@ -393,24 +393,14 @@ impl KafkaClient {
                 .await?;
             if version >= 8 {
                 for g in resp.groups {
-                    let offsets = if g.error_code != 0 {
-                        Err(super::error::code_name(g.error_code))
-                    } else {
-                        Ok(g.topics
-                            .iter()
-                            .flat_map(|t| {
-                                t.partitions
-                                    .iter()
-                                    .filter(|p| p.error_code == 0 && p.committed_offset >= 0)
-                                    .map(|p| {
-                                        (
-                                            Tp::new(t.name.0.as_str(), p.partition_index),
-                                            p.committed_offset,
-                                        )
-                                    })
+                    let offsets = committed(
+                        g.error_code,
+                        g.topics.iter().flat_map(|t| {
+                            t.partitions.iter().map(|p| {
+                                (&t.name, p.partition_index, p.committed_offset, p.error_code)
                             })
-                            .collect())
-                    };
+                        }),
+                    );
                     out.push(GroupOffsets {
                         group: g.group_id.0.to_string(),
                         offsets,
@@ -418,25 +408,14 @@ impl KafkaClient {
                 }
                 rest = tail;
             } else {
-                let offsets = if resp.error_code != 0 {
-                    Err(super::error::code_name(resp.error_code))
-                } else {
-                    Ok(resp
-                        .topics
-                        .iter()
-                        .flat_map(|t| {
-                            t.partitions
-                                .iter()
-                                .filter(|p| p.error_code == 0 && p.committed_offset >= 0)
-                                .map(|p| {
-                                    (
-                                        Tp::new(t.name.0.as_str(), p.partition_index),
-                                        p.committed_offset,
-                                    )
-                                })
-                        })
-                        .collect())
-                };
+                let offsets = committed(
+                    resp.error_code,
+                    resp.topics.iter().flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .map(|p| (&t.name, p.partition_index, p.committed_offset, p.error_code))
+                    }),
+                );
                 out.push(GroupOffsets {
                     group: chunk[0].clone(),
                     offsets,
@@ -606,6 +585,21 @@ impl KafkaClient {
         }
         Ok(out)
     }
+}
+
+/// A group's committed offsets from an OffsetFetch response (any version): partitions without
+/// a commit (offset -1) or with an error are left out; a group-level error fails the group.
+fn committed<'a>(
+    group_error: i16,
+    partitions: impl Iterator<Item = (&'a TopicName, i32, i64, i16)>,
+) -> Result<Vec<(Tp, i64)>, String> {
+    if group_error != 0 {
+        return Err(super::error::code_name(group_error));
+    }
+    Ok(partitions
+        .filter(|(_, _, offset, err)| *err == 0 && *offset >= 0)
+        .map(|(topic, p, offset, _)| (Tp::new(topic.0.as_str(), p), offset))
+        .collect())
 }
 
 fn group_by_topic<'a, T: Copy>(
