@@ -7,6 +7,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod backend;
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod decide;
