@@ -6,6 +6,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::broker::policy::BrokerPolicy;
+
 /// Errors loading or validating the policy file.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -171,6 +173,9 @@ pub struct PolicyFile {
     /// The policies.
     #[serde(default)]
     pub policies: Vec<Policy>,
+    /// Broker remediation, one entry per cluster (issue 5).
+    #[serde(default)]
+    pub brokers: Vec<BrokerPolicy>,
 }
 
 /// Validated policies with lookup by (cluster, consumergroup).
@@ -178,6 +183,7 @@ pub struct PolicyFile {
 pub struct Policies {
     list: Vec<Policy>,
     by_group: HashMap<(String, String), usize>,
+    brokers: Vec<BrokerPolicy>,
 }
 
 fn valid_dns_label(s: &str, max: usize, allow_dot: bool) -> bool {
@@ -206,10 +212,37 @@ impl Policies {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        Self::new(file.policies).map_err(|problems| PolicyError::Invalid {
+        Self::with_brokers(file.policies, file.brokers).map_err(|problems| PolicyError::Invalid {
             path: path.to_path_buf(),
             problems,
         })
+    }
+
+    /// Validate scaling and broker policies together, reporting every problem at once.
+    pub fn with_brokers(
+        list: Vec<Policy>,
+        brokers: Vec<BrokerPolicy>,
+    ) -> Result<Self, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, b) in brokers.iter().enumerate() {
+            let at = format!("brokers[{i}]");
+            problems.extend(b.problems(&at));
+            if let Some(prev) = seen.insert(b.cluster.as_str(), i) {
+                problems.push(format!(
+                    "{at}: cluster {:?} already has broker remediation at brokers[{prev}]",
+                    b.cluster
+                ));
+            }
+        }
+        match Self::new(list) {
+            Ok(p) if problems.is_empty() => Ok(Self { brokers, ..p }),
+            Ok(_) => Err(problems),
+            Err(mut scaling) => {
+                scaling.extend(problems);
+                Err(scaling)
+            }
+        }
     }
 
     /// Validate a list of policies, reporting every problem at once.
@@ -278,7 +311,11 @@ impl Policies {
             }
         }
         if problems.is_empty() {
-            Ok(Self { list, by_group })
+            Ok(Self {
+                list,
+                by_group,
+                brokers: Vec::new(),
+            })
         } else {
             Err(problems)
         }
@@ -294,6 +331,16 @@ impl Policies {
     /// All policies in file order.
     pub fn all(&self) -> &[Policy] {
         &self.list
+    }
+
+    /// Broker remediation policies in file order.
+    pub fn brokers(&self) -> &[BrokerPolicy] {
+        &self.brokers
+    }
+
+    /// The broker remediation policy of `cluster`, if any.
+    pub fn broker(&self, cluster: &str) -> Option<&BrokerPolicy> {
+        self.brokers.iter().find(|b| b.cluster == cluster)
     }
 
     /// The policy scaling `target` (`namespace/name`).
@@ -399,6 +446,32 @@ policies:
         )
         .unwrap_err();
         assert!(err.to_string().contains("\"lots\""), "{err}");
+    }
+
+    #[test]
+    fn broker_section_is_validated_with_the_rest() {
+        let y = "policies:\n  - {cluster: a, consumergroup: g1, deployment: {namespace: n, name: d}, max_step: 0}\nbrokers:\n  - {cluster: a, backend: log-only, expected_brokers: 3}\n  - {cluster: a, backend: kafka}\n";
+        let err = Policies::parse(y, Path::new("p.yaml")).unwrap_err();
+        let PolicyError::Invalid { problems, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(
+            problems,
+            &vec![
+                "policies[0].max_step: 0 must be at least 1".to_string(),
+                "brokers[1].kafka: required with backend kafka".into(),
+                "brokers[1].expected_brokers: required with backend kafka without kafka metadata (the mass-failure guard needs the cluster size)".into(),
+                "brokers[1]: cluster \"a\" already has broker remediation at brokers[0]".into(),
+            ]
+        );
+        let ok = Policies::parse(
+            "brokers:\n  - {cluster: a, backend: log-only, expected_brokers: 3, dry_run: true}\n",
+            Path::new("p.yaml"),
+        )
+        .unwrap();
+        assert!(ok.broker("a").unwrap().dry_run);
+        assert!(ok.broker("b").is_none());
+        assert!(ok.all().is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod model;
 pub mod planner;
+pub mod policy;
 pub mod verify;
 
 #[cfg(test)]
