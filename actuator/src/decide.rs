@@ -152,6 +152,8 @@ pub enum Reason {
         /// Time left.
         remaining: Duration,
     },
+    /// A broker alert's gate held (see `broker::gate`).
+    Broker(crate::broker::gate::BrokerSkip),
 }
 
 impl Reason {
@@ -165,6 +167,7 @@ impl Reason {
             Reason::AtDesired { .. } => "at_desired",
             Reason::BrokerTrouble { .. } => "broker_trouble",
             Reason::Cooldown { .. } => "cooldown",
+            Reason::Broker(b) => b.code(),
         }
     }
 
@@ -193,14 +196,12 @@ impl Reason {
                 direction.as_str(),
                 remaining.as_secs()
             ),
+            Reason::Broker(b) => b.message(),
         }
     }
 }
 
-/// The outcome of `decide`.
-///
-/// Issue 5 adds `Reassign { .. }` for broker actions; matches on `Decision` should therefore
-/// not assume these two variants are all there will ever be.
+/// The outcome of `decide` (lag alerts) or `broker::gate::decide_broker` (broker alerts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Decision {
@@ -214,6 +215,13 @@ pub enum Decision {
         desired: u32,
         /// Up or down.
         direction: Direction,
+    },
+    /// Move leadership or replicas off a broker (the backend and the planner say how).
+    Reassign {
+        /// The broker in trouble.
+        broker: i32,
+        /// What to do.
+        kind: crate::broker::planner::PlanKind,
     },
     /// Do nothing, and say why.
     Skip(Reason),

@@ -171,6 +171,12 @@ impl Engine {
                     }
                     return (base, false);
                 }
+                // `decide` never reassigns; broker alerts go through `broker::gate`.
+                Decision::Reassign { .. } => {
+                    base.reason = Some("internal".into());
+                    base.message = "internal error: a lag decision asked for a reassignment".into();
+                    return (base, false);
+                }
             };
             base.from_replicas = Some(from);
             base.to_replicas = Some(to);
