@@ -216,3 +216,76 @@ impl Tansu {
         );
     }
 }
+
+/// The repository root (the workspace), where `rules/` and `scripts/` live.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The target profile directory this executable runs from (`target/debug` or
+/// `target/release`): the executable's directory, or its parent for `deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .expect("executable has a directory")
+        .to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        dir
+    }
+}
+
+/// A workspace binary (`medic-agent`, `medic-actuator`), from `$MEDIC_<NAME>_BIN` if set, else
+/// next to the running executable in the same target directory and profile.
+///
+/// `cargo test --workspace` builds every workspace binary before it runs any test (each
+/// package's integration tests need that package's binaries), so in the README's test command
+/// they are always there and fresh. When only this crate is tested (`cargo test -p medic-e2e`),
+/// a missing binary is built once with `cargo build -p medic-agent -p medic-actuator` in the
+/// same target directory and profile.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let var = format!(
+        "MEDIC_{}_BIN",
+        name.trim_start_matches("medic-").to_ascii_uppercase()
+    );
+    if let Ok(p) = std::env::var(&var) {
+        return PathBuf::from(p);
+    }
+    let profile = profile_dir();
+    let path = profile.join(name);
+    if !path.is_file() {
+        build_workspace_bins(&profile);
+    }
+    assert!(
+        path.is_file(),
+        "{} not found after building; set {var} to the binary",
+        path.display()
+    );
+    path
+}
+
+fn build_workspace_bins(profile: &Path) {
+    static BUILD: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut done = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
+    let target = profile.parent().expect("profile dir has a parent");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root())
+        .args(["build", "-p", "medic-agent", "-p", "medic-actuator"])
+        .env("CARGO_TARGET_DIR", target);
+    if profile.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    eprintln!("building the workspace binaries: {cmd:?}");
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "{cmd:?} failed: {status}");
+    *done = true;
+}

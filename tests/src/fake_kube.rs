@@ -1,0 +1,306 @@
+//! A stateful fake of the Kubernetes API for the actuator: Deployments with replicas,
+//! annotations and a resourceVersion, served by wiremock on 127.0.0.1. It answers the requests
+//! medic-actuator sends (see actuator/README.md, "Cooldown persistence"):
+//!
+//! - `GET .../deployments/{name}` (PartialObjectMetadata: the annotations and resourceVersion),
+//! - `GET .../deployments/{name}/scale` (`spec.replicas`),
+//! - `PATCH .../deployments/{name}` merge patch of the cooldown annotation, rejected with 409 if
+//!   it carries a `metadata.resourceVersion` that is not the current one,
+//! - `PATCH .../deployments/{name}/scale` merge patch of `spec.replicas`,
+//!
+//! and records every request with its arrival time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+use wiremock::matchers::path_regex;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// The actuator's cooldown annotation.
+pub const ANNOTATION: &str = "kafka-medic.io/last-scale";
+
+/// One request as it arrived.
+#[derive(Debug, Clone)]
+pub struct KubeRequest {
+    /// Arrival time.
+    pub at: SystemTime,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub content_type: String,
+    /// The JSON body (Null if none).
+    pub body: Value,
+    /// The status code answered.
+    pub status: u16,
+}
+
+impl KubeRequest {
+    /// A PATCH of the scale subresource.
+    pub fn is_scale_patch(&self) -> bool {
+        self.method == "PATCH" && self.path.ends_with("/scale")
+    }
+
+    /// Arrival as seconds since the Unix epoch.
+    pub fn unix(&self) -> f64 {
+        self.at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    }
+
+    /// The replicas a scale PATCH asked for.
+    pub fn replicas(&self) -> Option<u32> {
+        self.body["spec"]["replicas"].as_u64().map(|r| r as u32)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Deployment {
+    replicas: u32,
+    rv: u64,
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Default)]
+struct State {
+    deployments: HashMap<(String, String), Deployment>,
+    requests: Vec<KubeRequest>,
+}
+
+#[derive(Clone, Default)]
+struct Responder(Arc<Mutex<State>>);
+
+fn status(code: u16, reason: &str, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(code).set_body_json(json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code
+    }))
+}
+
+impl Responder {
+    fn answer(&self, req: &Request, body: &Value) -> (u16, ResponseTemplate) {
+        let parts: Vec<&str> = req.url.path().split('/').collect();
+        // ["", "apis", "apps", "v1", "namespaces", ns, "deployments", name, ("scale")]
+        let (ns, name) = (parts[5].to_string(), parts[7].to_string());
+        let is_scale = parts.len() == 9;
+        let method = req.method.to_string();
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(dep) = s.deployments.get_mut(&(ns.clone(), name.clone())) else {
+            return (
+                404,
+                status(
+                    404,
+                    "NotFound",
+                    &format!("deployments.apps \"{name}\" not found"),
+                ),
+            );
+        };
+        match (method.as_str(), is_scale) {
+            ("GET", _) => {}
+            ("PATCH", false) => {
+                if let Some(rv) = body["metadata"]["resourceVersion"].as_str() {
+                    if rv != dep.rv.to_string() {
+                        return (409, status(409, "Conflict", "Operation cannot be fulfilled on deployments.apps: the object has been modified; please apply your changes to the latest version and try again"));
+                    }
+                }
+                if let Some(a) = body["metadata"]["annotations"].as_object() {
+                    for (k, v) in a {
+                        match v.as_str() {
+                            Some(v) => dep.annotations.insert(k.clone(), v.to_string()),
+                            None => dep.annotations.remove(k),
+                        };
+                    }
+                }
+                dep.rv += 1;
+            }
+            ("PATCH", true) => {
+                let Some(r) = body["spec"]["replicas"].as_u64() else {
+                    return (422, status(422, "Invalid", "spec.replicas: Required value"));
+                };
+                dep.replicas = r as u32;
+                dep.rv += 1;
+            }
+            _ => return (405, status(405, "MethodNotAllowed", "method not allowed")),
+        }
+        let meta = json!({
+            "name": name, "namespace": ns, "resourceVersion": dep.rv.to_string(),
+            "annotations": dep.annotations,
+        });
+        let t = if is_scale {
+            ResponseTemplate::new(200).set_body_json(json!({
+                "apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": meta,
+                "spec": {"replicas": dep.replicas}, "status": {"replicas": dep.replicas}
+            }))
+        } else {
+            ResponseTemplate::new(200).set_body_json(json!({
+                "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": meta
+            }))
+        };
+        (200, t)
+    }
+}
+
+impl Respond for Responder {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let at = SystemTime::now();
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let (code, template) = self.answer(req, &body);
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        s.requests.push(KubeRequest {
+            at,
+            method: req.method.to_string(),
+            path: req.url.path().to_string(),
+            query: req.url.query().unwrap_or("").to_string(),
+            content_type: req
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+            body,
+            status: code,
+        });
+        template
+    }
+}
+
+/// The fake API server; it stops when dropped.
+pub struct FakeKube {
+    state: Responder,
+    server: Option<MockServer>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl FakeKube {
+    /// Starts the server on 127.0.0.1 (a port picked by the OS).
+    pub fn start() -> FakeKube {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let state = Responder::default();
+        let server = rt.block_on(async {
+            let server = MockServer::start().await;
+            Mock::given(path_regex(
+                r"^/apis/apps/v1/namespaces/[^/]+/deployments/[^/]+(/scale)?$",
+            ))
+            .respond_with(state.clone())
+            .mount(&server)
+            .await;
+            server
+        });
+        FakeKube {
+            state,
+            server: Some(server),
+            rt,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        self.server.as_ref().map(|s| s.uri()).unwrap_or_default()
+    }
+
+    /// Adds (or replaces) a Deployment.
+    pub fn add(&self, namespace: &str, name: &str, replicas: u32) {
+        self.lock().deployments.insert(
+            (namespace.into(), name.into()),
+            Deployment {
+                replicas,
+                rv: 1000,
+                annotations: BTreeMap::new(),
+            },
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `spec.replicas` of a Deployment.
+    pub fn replicas(&self, namespace: &str, name: &str) -> u32 {
+        self.lock().deployments[&(namespace.to_string(), name.to_string())].replicas
+    }
+
+    /// A function that reads a Deployment's replicas, usable from another thread.
+    pub fn replicas_reader(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Fn() -> u32 + Send + 'static {
+        let state = self.state.0.clone();
+        let key = (namespace.to_string(), name.to_string());
+        move || {
+            state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .deployments
+                .get(&key)
+                .map_or(0, |d| d.replicas)
+        }
+    }
+
+    /// The cooldown annotation, parsed.
+    pub fn annotation(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.lock().deployments[&(namespace.to_string(), name.to_string())]
+            .annotations
+            .get(ANNOTATION)
+            .and_then(|a| serde_json::from_str(a).ok())
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<KubeRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// Every PATCH so far (annotation claims and scales).
+    pub fn patches(&self) -> Vec<KubeRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "PATCH")
+            .collect()
+    }
+
+    /// Scale PATCHes of one Deployment that were answered 200.
+    pub fn scale_patches(&self, namespace: &str, name: &str) -> Vec<KubeRequest> {
+        let path = format!("/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale");
+        self.requests()
+            .into_iter()
+            .filter(|r| r.is_scale_patch() && r.path == path && r.status == 200)
+            .collect()
+    }
+
+    /// A summary of every request, for failure messages.
+    pub fn describe(&self) -> String {
+        let mut s = String::from("--- fake kube API requests ---\n");
+        for r in self.requests() {
+            s.push_str(&format!(
+                "{:.3} {} {}?{} -> {} {}\n",
+                r.unix(),
+                r.method,
+                r.path,
+                r.query,
+                r.status,
+                if r.body.is_null() {
+                    String::new()
+                } else {
+                    r.body.to_string()
+                }
+            ));
+        }
+        s
+    }
+}
+
+impl Drop for FakeKube {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.describe());
+        }
+        let server = self.server.take();
+        self.rt.block_on(async move { drop(server) });
+    }
+}
