@@ -8,6 +8,13 @@ use std::collections::BTreeMap;
 pub const LAG_ALERT: &str = "KafkaConsumerLagPersistent";
 /// Broker alerts that hold scale-downs on their cluster.
 pub const BROKER_HOLD_ALERTS: [&str; 2] = ["KafkaBrokerDown", "KafkaBrokerOverloaded"];
+/// Every broker alert: the two above (which also hold scale-downs) and disk pressure. All three
+/// are remediated on clusters with a `brokers:` policy.
+pub const BROKER_ALERTS: [&str; 3] = [
+    "KafkaBrokerDown",
+    "KafkaBrokerOverloaded",
+    "KafkaBrokerDiskPressure",
+];
 
 /// Why a payload was refused (a 400; nothing was changed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,7 +142,8 @@ impl LagAlert {
     }
 }
 
-/// A broker alert that holds scale-downs.
+/// A broker alert: holds scale-downs (down, overloaded) and is remediated where a broker
+/// policy exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAlert {
     /// Alert name.
@@ -148,6 +156,27 @@ pub struct BrokerAlert {
     pub cluster: String,
     /// `broker` label, if any.
     pub broker: Option<String>,
+    /// `path` label (disk pressure), if any.
+    pub path: Option<String>,
+    /// Start time as sent (the grace period counts from it; part of the dedupe key).
+    pub starts_at: String,
+}
+
+impl BrokerAlert {
+    /// The dedupe key of this delivery.
+    pub fn delivery_key(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.fingerprint,
+            self.status.as_str(),
+            self.starts_at
+        )
+    }
+
+    /// Whether it holds scale-downs on its cluster.
+    pub fn holds_scale_down(&self) -> bool {
+        BROKER_HOLD_ALERTS.contains(&self.alertname.as_str())
+    }
 }
 
 /// An alert sorted by what the actuator does with it.
@@ -234,13 +263,15 @@ pub fn parse_payload(body: &[u8]) -> Result<(WebhookPayload, Vec<Alert>), Payloa
                 consumergroup: label("consumergroup")?,
                 lag_annotation,
             })
-        } else if BROKER_HOLD_ALERTS.contains(&alertname.as_str()) {
+        } else if BROKER_ALERTS.contains(&alertname.as_str()) {
             Alert::Broker(BrokerAlert {
                 alertname: alertname.clone(),
                 fingerprint: a.fingerprint.clone(),
                 status: a.status,
                 cluster: label("cluster")?,
                 broker: a.labels.get("broker").cloned(),
+                path: a.labels.get("path").cloned(),
+                starts_at: a.starts_at.clone(),
             })
         } else {
             Alert::Other { alertname }
@@ -327,6 +358,22 @@ mod tests {
             let err = parse_payload(&body).unwrap_err();
             assert_eq!(err.to_string(), want);
         }
+    }
+
+    #[test]
+    fn broker_alerts_are_typed() {
+        let body = br#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"KafkaBrokerDiskPressure","cluster":"prod","broker":"2","path":"/var/lib/kafka"},"startsAt":"2026-11-22T03:32:35Z","fingerprint":"f"}]}"#;
+        let (_, alerts) = parse_payload(body).unwrap();
+        let Alert::Broker(b) = &alerts[0] else {
+            panic!("{alerts:?}")
+        };
+        assert_eq!(b.broker.as_deref(), Some("2"));
+        assert_eq!(b.path.as_deref(), Some("/var/lib/kafka"));
+        assert_eq!(b.delivery_key(), "f:firing:2026-11-22T03:32:35Z");
+        assert!(
+            !b.holds_scale_down(),
+            "disk pressure does not hold scale-downs"
+        );
     }
 
     #[test]

@@ -218,7 +218,7 @@ fn parse_audit_query(q: HashMap<String, String>) -> Result<AuditQuery, String> {
     for (k, v) in q {
         match k.as_str() {
             "target" => out.target = Some(v),
-            "action" => out.action = Some(enum_value(&k, &v, "action (scale_up, scale_down, none, pause, resume)")?),
+            "action" => out.action = Some(enum_value(&k, &v, "action (scale_up, scale_down, none, pause, resume, move_leadership, move_replicas, replace_replicas)")?),
             "outcome" => out.outcome = Some(enum_value(&k, &v, "outcome (applied, skipped, failed, dry_run)")?),
             "reason" => out.reason = Some(v),
             "since" => out.since = Some(v.parse().map_err(|e| format!("since={v:?}: {e}"))?),

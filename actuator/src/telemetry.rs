@@ -94,7 +94,7 @@ impl Telemetry {
                 ALERTS,
                 "Alerts received in webhook payloads, by kind (lag, broker, other) and status."
             );
-            describe_counter!(ACTIONS, "Decisions taken, by action (scale_up, scale_down, none, pause, resume) and outcome (applied, skipped, failed, dry_run).");
+            describe_counter!(ACTIONS, "Decisions taken, by action (scale_up, scale_down, none, pause, resume, move_leadership, move_replicas, replace_replicas) and outcome (applied, skipped, failed, dry_run).");
             describe_counter!(REASONS, "Skipped and failed decisions, by reason code.");
             describe_histogram!(
                 KUBE_LATENCY,

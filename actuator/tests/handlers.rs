@@ -417,7 +417,7 @@ async fn audit_endpoint_filters_by_target_action_outcome_and_time() {
     assert_eq!(s, 400);
     assert_eq!(
         b["message"],
-        "action=\"explode\" is not a valid action (scale_up, scale_down, none, pause, resume)"
+        "action=\"explode\" is not a valid action (scale_up, scale_down, none, pause, resume, move_leadership, move_replicas, replace_replicas)"
     );
     let (s, b) = get("?since=yesterday").await;
     assert_eq!(s, 400, "{b}");

@@ -68,6 +68,12 @@ pub enum Action {
     Pause,
     /// The global pause switch was turned off.
     Resume,
+    /// Broker remediation: leadership moved off a broker (no data moves).
+    MoveLeadership,
+    /// Broker remediation: replicas moved off a live broker.
+    MoveReplicas,
+    /// Broker remediation: a dead broker's replicas re-created on live brokers.
+    ReplaceReplicas,
 }
 
 impl Action {
@@ -79,6 +85,9 @@ impl Action {
             Action::None => "none",
             Action::Pause => "pause",
             Action::Resume => "resume",
+            Action::MoveLeadership => "move_leadership",
+            Action::MoveReplicas => "move_replicas",
+            Action::ReplaceReplicas => "replace_replicas",
         }
     }
 }
@@ -139,8 +148,44 @@ pub struct AuditRecord {
     pub lag: Option<u64>,
     /// prometheus, annotation or none.
     pub lag_source: LagSource,
-    /// Whether the actuator ran in dry-run mode.
+    /// Whether the actuator ran in dry-run mode (for broker records: the cluster's dry run,
+    /// the global one, or the log-only backend).
     pub dry_run: bool,
+    /// Broker records: the alert's `broker` label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// Broker records: the `path` label of `KafkaBrokerDiskPressure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Broker records: `kafka`, `cruise-control` or `log-only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Broker actions: `started` when the backend accepted it, `completed` when it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Broker actions: the backend's task (Cruise Control's User-Task-ID, or the actuator's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// Broker actions: partitions whose replica set changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_moves: Option<u32>,
+    /// Broker actions: partitions whose leader changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_moves: Option<u32>,
+    /// Broker actions: the plan (partition changes, partitions left alone, disk projection), or
+    /// the Cruise Control request and its proposal summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<serde_json::Value>,
+}
+
+/// The phase of a broker action's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The backend accepted the action (or, in dry run, it was decided).
+    Started,
+    /// The action ended (outcome applied or failed).
+    Completed,
 }
 
 impl AuditRecord {
@@ -174,6 +219,14 @@ impl AuditRecord {
             lag: None,
             lag_source: LagSource::None,
             dry_run: false,
+            broker: None,
+            path: None,
+            backend: None,
+            phase: None,
+            task_id: None,
+            replica_moves: None,
+            leader_moves: None,
+            plan: None,
         }
     }
 }
@@ -184,7 +237,7 @@ impl AuditRecord {
 pub struct AuditQuery {
     /// Only this target (`namespace/name`).
     pub target: Option<String>,
-    /// Only this action (scale_up, scale_down, none, pause, resume).
+    /// Only this action (scale_up, scale_down, none, pause, resume, move_leadership, move_replicas, replace_replicas).
     pub action: Option<Action>,
     /// Only this outcome (applied, skipped, failed, dry_run).
     pub outcome: Option<Outcome>,

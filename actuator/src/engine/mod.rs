@@ -343,6 +343,9 @@ impl Engine {
     }
 
     fn note_broker(&self, b: &BrokerAlert, now: Timestamp) {
+        if !b.holds_scale_down() {
+            return;
+        }
         let Ok(mut brokers) = self.brokers.lock() else {
             return;
         };
