@@ -215,3 +215,324 @@ fn slow_consumer_is_scaled_up_once_then_down_after_the_cooldown() {
     );
     let _ = near;
 }
+
+/// Scenario 2: a momentary spike above the threshold, shorter than the sustain window. The
+/// timer starts and is reset; nothing fires, nothing reaches the actuator, nothing is patched.
+#[test]
+fn a_spike_shorter_than_the_sustain_window_causes_no_action() {
+    let stack = Stack::start(slow_consumer_spec());
+    let b = stack.tansu.bootstrap();
+    let (topic, parts) = (stack.spec.topic.clone(), stack.spec.partitions);
+    // A consumer that keeps up easily: 60 records/s against 5 produced.
+    let mut load = Load::start(&b, &topic, parts, &stack.spec.group, 5.0, 60.0);
+    let lag_rule = format!(
+        "cluster_consumergroup:kafka_consumergroup_lag:sum{{{}}}",
+        stack.group_selector()
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the group's lag in Prometheus",
+        || stack.prometheus.value(&lag_rule).filter(|v| *v < 50.0),
+    );
+    // The spike: 300 records at once, more than twice the threshold of 150.
+    let p = medic_e2e::producer(&b);
+    for part in 0..parts {
+        medic_e2e::produce_burst(&p, &topic, part, 300 / parts as usize);
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "Prometheus to see the spike",
+        || stack.prometheus.value(&lag_rule).filter(|v| *v > 150.0),
+    );
+    let above_since = Instant::now();
+    wait_until(
+        Duration::from_secs(20),
+        "the lag back under the threshold",
+        || stack.prometheus.value(&lag_rule).filter(|v| *v <= 150.0),
+    );
+    let above_for = above_since.elapsed();
+    // Wait out a whole sustain window (8s) and more after the spike.
+    std::thread::sleep(Duration::from_secs(12));
+    let peak = stack
+        .prometheus
+        .value(&format!("max_over_time({lag_rule}[2m])"))
+        .unwrap();
+    assert!(peak >= 200.0, "Prometheus saw a peak of only {peak}");
+    // The timer started, and its run was shorter than the window.
+    let since = stack.group_series(
+        "cluster_consumergroup:kafka_consumergroup_lag_above_threshold:since",
+        "2m",
+    );
+    assert!(!since.is_empty(), "the sustain timer never started");
+    let (first, last) = (since[0], since[since.len() - 1]);
+    assert!(
+        since.iter().all(|(_, v)| *v == first.1),
+        "one run only: {since:?}"
+    );
+    assert!(
+        last.0 - first.1 < 8.0,
+        "the run lasted {}s (seen above for {above_for:?})",
+        last.0 - first.1
+    );
+    assert!(stack
+        .prometheus
+        .query(&format!(
+            "cluster_consumergroup:kafka_consumergroup_lag_above_threshold:since{{{}}}",
+            stack.group_selector()
+        ))
+        .is_empty());
+    // Never pending, never firing; Alertmanager never got it; the actuator never heard of it.
+    assert!(stack
+        .prometheus
+        .query("count_over_time(ALERTS{alertname=\"KafkaConsumerLagPersistent\"}[5m])")
+        .is_empty());
+    assert!(stack.am_alerts("KafkaConsumerLagPersistent").is_empty());
+    assert!(stack.target_audit().is_empty(), "{}", stack.audit_summary());
+    let all = stack.audit(&[]);
+    assert!(all.is_empty(), "audit records: {all:?}");
+    assert!(
+        stack.kube.requests().is_empty(),
+        "{}",
+        stack.kube.describe()
+    );
+    assert_eq!(stack.replicas(), 1);
+    load.stop();
+}
+
+/// Scenario 4: the broker is killed. The sidecar reports `kafka_broker_up 0`, KafkaBrokerDown
+/// fires after its `for: 1m` and reaches the actuator; a lag alert that would scale the
+/// group's Deployment down is held (`broker_trouble`) until the broker is back.
+#[test]
+fn a_dead_broker_fires_kafka_broker_down_and_holds_scale_downs() {
+    let mut spec = slow_consumer_spec();
+    // Six replicas for a lag of 300 (100 per replica): the lag alert asks for a scale-down to
+    // 3. Its window (75s) ends after KafkaBrokerDown's fixed `for: 1m`.
+    spec.initial_replicas = 6;
+    spec.policy.sustain = "75s".into();
+    let mut stack = Stack::start(spec);
+    let b = stack.tansu.bootstrap();
+    let p = medic_e2e::producer(&b);
+    for part in 0..stack.spec.partitions {
+        medic_e2e::produce(&p, &stack.spec.topic, part, 150);
+    }
+    let offsets: Vec<(&str, i32, i64)> = (0..stack.spec.partitions)
+        .map(|part| (stack.spec.topic.as_str(), part, 0))
+        .collect();
+    medic_e2e::commit_offsets(&b, &stack.spec.group, &offsets);
+    drop(p);
+    let since_rule = format!(
+        "cluster_consumergroup:kafka_consumergroup_lag_above_threshold:since{{{}}}",
+        stack.group_selector()
+    );
+    wait_until(Duration::from_secs(30), "the lag timer to start", || {
+        stack.prometheus.value(&since_rule)
+    });
+    // Kill the broker. The agent keeps serving the group's last lag (so the lag alert keeps
+    // its timer) and reports the broker down.
+    stack.tansu.kill();
+    let killed = medic_e2e::http::unix_now();
+    let broker_down = "ALERTS{alertname=\"KafkaBrokerDown\",alertstate=\"firing\",cluster=\"e2e\",broker=\"111\"}";
+    wait_until(Duration::from_secs(100), "KafkaBrokerDown firing", || {
+        stack.prometheus.value(broker_down)
+    });
+    let up_zero = stack
+        .prometheus
+        .raw(
+            "kafka_broker_up{job=\"medic-agent\",cluster=\"e2e\",broker=\"111\"}",
+            "5m",
+        )
+        .into_iter()
+        .flat_map(|(_, s)| s)
+        .find(|(ts, v)| *v == 0.0 && *ts >= killed)
+        .expect("kafka_broker_up 0 after the kill");
+    let fired = stack.alert_samples("KafkaBrokerDown", "firing", "5m")[0].0;
+    assert!(
+        fired - up_zero.0 >= 60.0 && fired - up_zero.0 <= 63.0,
+        "KafkaBrokerDown fired {}s after the first kafka_broker_up 0 (for: 1m)",
+        fired - up_zero.0
+    );
+    let alert = stack
+        .prometheus
+        .alerts()
+        .into_iter()
+        .find(|a| a["labels"]["alertname"] == "KafkaBrokerDown" && a["state"] == "firing")
+        .expect("KafkaBrokerDown in /api/v1/alerts");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    let description = alert["annotations"]["description"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        description.contains("kafka_broker_up: 0;") && description.contains("sidecar target up: 1"),
+        "{description}"
+    );
+    // Alertmanager delivered it to the actuator, which holds it as broker trouble.
+    let state = wait_until(Duration::from_secs(15), "the actuator to learn it", || {
+        let s = stack.actuator_state();
+        s["broker_alerts"]
+            .as_array()
+            .is_some_and(|b| {
+                b.iter().any(|e| {
+                    e["alertname"] == "KafkaBrokerDown"
+                        && e["cluster"] == "e2e"
+                        && e["broker"] == "111"
+                })
+            })
+            .then_some(s)
+    });
+    assert_eq!(
+        state["broker_alerts"].as_array().unwrap().len(),
+        1,
+        "{state}"
+    );
+    // The lag alert fires later and wants 6 -> 3; the scale-down is held.
+    let held = wait_until(Duration::from_secs(60), "the held scale-down", || {
+        records_with(&stack, |r| r["reason"] == "broker_trouble")
+            .into_iter()
+            .next()
+    });
+    assert_eq!(held["outcome"], "skipped");
+    assert_eq!(held["trigger"], "webhook");
+    assert_eq!(held["alertname"], "KafkaConsumerLagPersistent");
+    assert_eq!(held["alert_status"], "firing");
+    assert_eq!(held["from_replicas"], 6);
+    assert_eq!(held["lag"], 300);
+    assert_eq!(
+        held["message"],
+        "scale-down held while KafkaBrokerDown is active on the cluster"
+    );
+    assert!(audit_ts(&held) > fired);
+    // It stays held at every re-evaluation while the broker is down.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(stack.kube.patches().is_empty(), "{}", stack.kube.describe());
+    assert_eq!(stack.replicas(), 6);
+    assert!(
+        stack
+            .target_audit()
+            .iter()
+            .all(|r| r["outcome"] == "skipped" && r["reason"] == "broker_trouble"),
+        "{}",
+        stack.audit_summary()
+    );
+    // The broker comes back (empty: tansu keeps its data in memory). KafkaBrokerDown resolves,
+    // and only then does the scale-down happen.
+    stack.tansu.restart();
+    let down = wait_until(Duration::from_secs(60), "the released scale-down", || {
+        stack.scale_patches().into_iter().next()
+    });
+    let last_down = stack
+        .alert_samples("KafkaBrokerDown", "firing", "5m")
+        .last()
+        .unwrap()
+        .0;
+    assert!(
+        down.unix() > last_down,
+        "scaled at {} while KafkaBrokerDown was firing until {last_down}",
+        down.unix()
+    );
+    let rec = wait_until(Duration::from_secs(10), "the scale-down record", || {
+        records_with(&stack, |r| r["outcome"] == "applied")
+            .into_iter()
+            .next()
+    });
+    assert_eq!(rec["action"], "scale_down");
+    assert_eq!(rec["from_replicas"], 6);
+    let lag = rec["lag"].as_u64().unwrap();
+    // Down toward what the lag needs (ceil(lag / 100)), at most max_step (4) at once.
+    let p = &stack.spec.policy;
+    let want = (lag.div_ceil(p.lag_per_replica) as u32)
+        .clamp(p.min_replicas, p.max_replicas)
+        .max(6 - p.max_step);
+    assert_eq!(rec["to_replicas"], want, "{rec}");
+    assert_eq!(
+        down.replicas(),
+        rec["to_replicas"].as_u64().map(|r| r as u32)
+    );
+}
+
+/// Scenario 5: the actuator is killed (SIGKILL) and restarted in the middle of scenario 1,
+/// right after its scale-up. Alertmanager re-sends the same alert to the new process: it is a
+/// duplicate, the scale-up cooldown (from the Deployment's annotation and the audit log) still
+/// holds, and no second action happens inside it.
+#[test]
+fn an_actuator_restart_in_the_middle_causes_no_double_action() {
+    let mut spec = slow_consumer_spec();
+    spec.policy.max_step = 2;
+    spec.policy.scale_up_cooldown = "20s".into();
+    // Re-send a firing group every 4s, so the restarted actuator hears the alert again.
+    spec.waits.repeat_interval = "4s".into();
+    let mut stack = Stack::start(spec);
+    let load = start_slow_consumer(&stack);
+    let up = wait_for_scale_up(&stack, &load, Duration::from_secs(90));
+    let first_to = check_scale_up(&stack, &up, 1);
+    assert_eq!(first_to, 3, "max_step 2 from 1: {}", up.record);
+    let first_seq = up.record["seq"].as_u64().unwrap();
+    let annotation = stack
+        .kube
+        .annotation(&stack.spec.namespace, &stack.spec.deployment)
+        .unwrap();
+    // Crash and restart.
+    stack.actuator.restart();
+    assert!(
+        medic_e2e::wait_for_port(stack.actuator_port, Duration::from_secs(20)),
+        "medic-actuator did not come back\n{}",
+        stack.actuator.describe()
+    );
+    let restarted = medic_e2e::http::unix_now();
+    // The repeat of the same alert reaches the new process and is a duplicate.
+    let dup = wait_until(Duration::from_secs(15), "the re-sent alert", || {
+        records_with(&stack, |r| {
+            r["trigger"] == "webhook" && audit_ts(r) >= restarted && r["reason"] == "duplicate"
+        })
+        .into_iter()
+        .next()
+    });
+    assert_eq!(dup["fingerprint"], up.record["fingerprint"]);
+    assert_eq!(dup["starts_at"], up.record["starts_at"]);
+    assert!(dup["seq"].as_u64().unwrap() > first_seq);
+    // While the cooldown lasts, no PATCH at all, and the annotation is the one of the first
+    // action.
+    let cooldown_end = up.t_patch + 20.0;
+    while medic_e2e::http::unix_now() < cooldown_end - 0.5 {
+        assert_eq!(stack.scale_patches().len(), 1, "{}", stack.kube.describe());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        stack
+            .kube
+            .annotation(&stack.spec.namespace, &stack.spec.deployment)
+            .unwrap(),
+        annotation
+    );
+    assert_eq!(stack.kube.patches().len(), 2, "{}", stack.kube.describe());
+    let audit = stack.target_audit();
+    let applied_ups = audit
+        .iter()
+        .filter(|r| r["outcome"] == "applied" && r["action"] == "scale_up")
+        .filter(|r| audit_ts(r) < cooldown_end)
+        .count();
+    assert_eq!(applied_ups, 1, "{}", stack.audit_summary());
+    let seqs: Vec<u64> = audit.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] > w[0]),
+        "sequence continues after the restart: {seqs:?}"
+    );
+    // Every action, before and after the restart, respects the cooldowns.
+    load.produce_rate.set(8.0);
+    wait_until(Duration::from_secs(90), "replicas back at 1", || {
+        (stack.replicas() == 1).then_some(())
+    });
+    let patches = stack.scale_patches();
+    for w in patches.windows(2) {
+        let up_move = w[1].replicas() > w[0].replicas();
+        let cooldown = if up_move { 20.0 } else { 15.0 };
+        assert!(
+            w[1].unix() - w[0].unix() >= cooldown,
+            "two actions {:.1}s apart\n{}",
+            w[1].unix() - w[0].unix(),
+            stack.kube.describe()
+        );
+    }
+}
