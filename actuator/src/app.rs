@@ -154,6 +154,11 @@ impl App {
             invalid_lines = recovered.invalid_lines,
             "audit log read back"
         );
+        let mut backends = BTreeMap::new();
+        for b in policies.brokers() {
+            let backend = crate::backend::remediation::build(b).map_err(AppError::Client)?;
+            backends.insert(b.cluster.clone(), backend);
+        }
         let settings = EngineSettings {
             instance: config.instance_name(env),
             dry_run: config.dry_run,
@@ -171,6 +176,7 @@ impl App {
             settings,
             config.paused,
             clock,
+            backends,
         ));
         let api = Arc::new(Api {
             engine,

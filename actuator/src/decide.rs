@@ -20,6 +20,8 @@ pub enum Trigger {
     Reevaluate,
     /// An operator request on the HTTP API (pause/resume).
     Api,
+    /// The end of a broker action, reported by its background task.
+    Executor,
 }
 
 /// The lag alert as far as the decision is concerned.

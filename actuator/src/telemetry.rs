@@ -48,6 +48,18 @@ pub const POLICIES: &str = "medic_actuator_policies";
 pub const TARGET_REPLICAS: &str = "medic_actuator_target_replicas";
 /// The replicas the policy formula wants after clamping, per policy target.
 pub const TARGET_DESIRED: &str = "medic_actuator_target_desired_replicas";
+/// Mass-failure guard per cluster with broker remediation.
+pub const MASS_FAILURE: &str = "medic_actuator_mass_failure";
+/// Brokers alerting per cluster.
+pub const BROKERS_ALERTING: &str = "medic_actuator_brokers_alerting";
+/// A broker action of ours is running, per cluster.
+pub const REMEDIATION_RUNNING: &str = "medic_actuator_remediation_running";
+/// Cluster interval remaining per cluster.
+pub const BROKER_COOLDOWN: &str = "medic_actuator_broker_cluster_cooldown_remaining_seconds";
+/// Broker decisions per cluster, action and outcome.
+pub const BROKER_ACTIONS: &str = "medic_actuator_broker_actions_total";
+/// Clusters with broker remediation.
+pub const BROKER_POLICIES: &str = "medic_actuator_broker_policies";
 /// Alerts being re-evaluated.
 pub const TRACKED: &str = "medic_actuator_tracked_alerts";
 /// Build info.
@@ -142,6 +154,28 @@ impl Telemetry {
             describe_gauge!(
                 TARGET_DESIRED,
                 "Replicas the policy's formula wants for the target after clamping to [min, max] (before max_step and cooldowns), as last evaluated."
+            );
+            describe_gauge!(
+                MASS_FAILURE,
+                "1 while more than mass_failure_share of the cluster's brokers (and at least two) alert at once: broker remediation acts on none, a human should look."
+            );
+            describe_gauge!(
+                BROKERS_ALERTING,
+                "Distinct brokers of the cluster with a firing broker alert, as the actuator last saw them."
+            );
+            describe_gauge!(
+                REMEDIATION_RUNNING,
+                "1 while a broker action of the actuator runs on the cluster (one at a time)."
+            );
+            describe_gauge!(
+                BROKER_COOLDOWN,
+                Unit::Seconds,
+                "Seconds before the cluster may get its next broker action (cluster_cooldown)."
+            );
+            describe_counter!(BROKER_ACTIONS, "Broker remediation decisions, by cluster, action (move_leadership, move_replicas, replace_replicas, none) and outcome.");
+            describe_gauge!(
+                BROKER_POLICIES,
+                "Clusters with broker remediation configured."
             );
             describe_gauge!(PAUSED, "1 while the actuator is paused.");
             describe_gauge!(DRY_RUN, "1 when the actuator only decides and audits.");

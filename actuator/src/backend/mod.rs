@@ -2,6 +2,7 @@
 
 pub mod kube;
 pub mod prometheus;
+pub mod remediation;
 
 use futures::future::BoxFuture;
 

@@ -3,7 +3,9 @@
 //! Per-target serialisation: every target has one async mutex, held from the first read to the
 //! fsync of the audit record, so two deliveries of one alert can never both act.
 
+mod broker;
 mod evaluate;
+mod executor;
 mod periodic;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,6 +19,7 @@ use tokio::sync::Mutex;
 
 use crate::alert::{Alert, AlertStatus, BrokerAlert, LagAlert, LAG_ALERT};
 use crate::audit::{Action, AuditError, AuditLog, AuditRecord, Outcome, Recovered};
+use crate::backend::remediation::RemediationBackend;
 use crate::backend::{MetricsApi, ScaleApi};
 use crate::decide::{Direction, LagSource, LastAction, Trigger};
 use crate::policy::Policies;
@@ -66,6 +69,60 @@ pub struct AlertResult {
     /// Whether Alertmanager retrying could help (kube unavailable or conflicting).
     #[serde(skip)]
     pub retryable: bool,
+    /// Broker alerts: the cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// Broker alerts: the broker label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+}
+
+/// Writes audit records and counts them in the metrics.
+pub(crate) struct Recorder {
+    pub(crate) audit: AuditLog,
+    pub(crate) telemetry: Arc<Telemetry>,
+}
+
+impl Recorder {
+    pub(crate) async fn write(&self, rec: AuditRecord) -> Result<u64, EngineError> {
+        let labels = [
+            ("action", rec.action.as_str().to_string()),
+            ("outcome", rec.outcome.as_str().to_string()),
+        ];
+        let broker_labels = match (&rec.cluster, &rec.broker, &rec.backend) {
+            (Some(c), _, Some(_)) => Some([
+                ("cluster", c.clone()),
+                ("action", rec.action.as_str().to_string()),
+                ("outcome", rec.outcome.as_str().to_string()),
+            ]),
+            _ => None,
+        };
+        let reason = rec.reason.clone();
+        match self.audit.append(vec![rec]).await {
+            Ok(seqs) => {
+                self.telemetry
+                    .counter(telemetry::ACTIONS, &labels)
+                    .increment(1);
+                if let Some(l) = broker_labels {
+                    self.telemetry
+                        .counter(telemetry::BROKER_ACTIONS, &l)
+                        .increment(1);
+                }
+                if let Some(r) = reason {
+                    self.telemetry
+                        .counter(telemetry::REASONS, &[("reason", r)])
+                        .increment(1);
+                }
+                Ok(seqs.first().copied().unwrap_or(0))
+            }
+            Err(e) => {
+                self.telemetry
+                    .counter(telemetry::AUDIT_ERRORS, &[])
+                    .increment(1);
+                Err(e.into())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -98,10 +155,12 @@ pub struct Engine {
     audit: AuditLog,
     telemetry: Arc<Telemetry>,
     settings: EngineSettings,
-    paused: AtomicBool,
+    paused: Arc<AtomicBool>,
     targets: HashMap<String, Arc<Mutex<TargetRuntime>>>,
     brokers: StdMutex<HashMap<String, BrokerEntry>>,
     clock: Clock,
+    rec: Arc<Recorder>,
+    remedy: Arc<broker::BrokerEngine>,
 }
 
 fn elapsed_within(since: Timestamp, now: Timestamp, window: Duration) -> bool {
@@ -138,6 +197,7 @@ impl Engine {
         settings: EngineSettings,
         paused_by_config: bool,
         clock: Clock,
+        backends: BTreeMap<String, Arc<dyn RemediationBackend>>,
     ) -> Self {
         let mut runtimes: HashMap<String, TargetRuntime> = policies
             .all()
@@ -219,6 +279,25 @@ impl Engine {
                     .set(s.as_secs_f64());
             }
         }
+        let rec = Arc::new(Recorder {
+            audit: audit.clone(),
+            telemetry: telemetry.clone(),
+        });
+        let paused = Arc::new(AtomicBool::new(paused));
+        let remedy = Arc::new(broker::BrokerEngine::new(
+            rec.clone(),
+            clock.clone(),
+            broker::BrokerSettings {
+                instance: settings.instance.clone(),
+                dry_run: settings.dry_run,
+                dedupe_window: settings.dedupe_window,
+                alert_ttl: settings.alert_ttl,
+            },
+            paused.clone(),
+            policies.brokers(),
+            backends,
+            recovered,
+        ));
         Self {
             policies,
             kube,
@@ -226,10 +305,12 @@ impl Engine {
             audit,
             telemetry,
             settings,
-            paused: AtomicBool::new(paused),
+            paused,
             targets,
             brokers: StdMutex::new(HashMap::new()),
             clock,
+            rec,
+            remedy,
         }
     }
 
@@ -285,30 +366,7 @@ impl Engine {
     }
 
     async fn write(&self, rec: AuditRecord) -> Result<u64, EngineError> {
-        let labels = [
-            ("action", rec.action.as_str().to_string()),
-            ("outcome", rec.outcome.as_str().to_string()),
-        ];
-        let reason = rec.reason.clone();
-        match self.audit.append(vec![rec]).await {
-            Ok(seqs) => {
-                self.telemetry
-                    .counter(telemetry::ACTIONS, &labels)
-                    .increment(1);
-                if let Some(r) = reason {
-                    self.telemetry
-                        .counter(telemetry::REASONS, &[("reason", r)])
-                        .increment(1);
-                }
-                Ok(seqs.first().copied().unwrap_or(0))
-            }
-            Err(e) => {
-                self.telemetry
-                    .counter(telemetry::AUDIT_ERRORS, &[])
-                    .increment(1);
-                Err(e.into())
-            }
-        }
+        self.rec.write(rec).await
     }
 
     /// Handle the alerts of one webhook: broker alerts first (they hold scale-downs), then lag
@@ -338,8 +396,29 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        let results = futures::future::join_all(lag.iter().map(|l| self.handle_lag(l))).await;
-        results.into_iter().collect()
+        let broker: Vec<&BrokerAlert> = alerts
+            .iter()
+            .filter_map(|a| match a {
+                Alert::Broker(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        let remedy = async {
+            let mut out = Vec::new();
+            for b in broker {
+                if let Some(r) = self.remedy.handle(b).await? {
+                    out.push(r);
+                }
+            }
+            Ok::<_, EngineError>(out)
+        };
+        let lag = futures::future::join_all(lag.iter().map(|l| self.handle_lag(l)));
+        let (lag, remedy) = futures::future::join(lag, remedy).await;
+        // Lag results first, as before issue 5; broker results (clusters with a broker
+        // policy only) after them.
+        let mut results: Vec<AlertResult> = lag.into_iter().collect::<Result<_, _>>()?;
+        results.extend(remedy?);
+        Ok(results)
     }
 
     fn note_broker(&self, b: &BrokerAlert, now: Timestamp) {
@@ -402,6 +481,8 @@ impl Engine {
                 reason: Some("no_policy".into()),
                 seq,
                 retryable: false,
+                cluster: None,
+                broker: None,
             });
         };
         let target = policy.target();
@@ -437,6 +518,8 @@ impl Engine {
             reason,
             seq,
             retryable,
+            cluster: None,
+            broker: None,
         })
     }
 

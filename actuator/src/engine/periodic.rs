@@ -61,6 +61,7 @@ impl Engine {
                 settling += 1;
             }
         }
+        acted += self.remedy.reevaluate().await?;
         self.telemetry
             .gauge(telemetry::TRACKED, &[("state", "firing".into())])
             .set(firing as f64);
@@ -72,6 +73,7 @@ impl Engine {
 
     /// Update the cooldown gauges (called before each scrape; skips targets busy right now).
     pub fn refresh_gauges(&self) {
+        self.remedy.refresh_gauges();
         let now = self.now();
         for p in self.policies.all() {
             let Some(rt) = self.targets.get(&p.target()) else {
@@ -137,6 +139,7 @@ impl Engine {
             "audit_healthy": self.audit.healthy(),
             "targets": targets,
             "broker_alerts": brokers,
+            "broker_remediation": self.remedy.state().await,
         })
     }
 }

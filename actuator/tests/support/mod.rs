@@ -280,6 +280,30 @@ pub fn broker_alert(status: &str, fp: &str, name: &str, cluster: &str) -> Value 
     })
 }
 
+/// A broker alert for `broker`, started at `starts_at` (RFC 3339); `path` for disk pressure.
+pub fn broker_alert_at(
+    status: &str,
+    fp: &str,
+    name: &str,
+    cluster: &str,
+    broker: &str,
+    starts_at: &str,
+) -> Value {
+    let mut labels =
+        json!({"alertname": name, "cluster": cluster, "broker": broker, "severity": "warning"});
+    if name == "KafkaBrokerDiskPressure" {
+        labels["path"] = json!("/var/lib/kafka/data");
+    }
+    json!({
+        "status": status,
+        "labels": labels,
+        "annotations": {"summary": "broker", "description": "broker", "runbook_url": "http://r"},
+        "startsAt": starts_at,
+        "endsAt": if status == "resolved" { "2027-01-15T09:00:00Z" } else { "0001-01-01T00:00:00Z" },
+        "fingerprint": fp
+    })
+}
+
 /// A version 4 payload around `alerts`.
 pub fn payload(status: &str, alerts: Vec<Value>) -> Vec<u8> {
     serde_json::to_vec(&json!({
@@ -329,6 +353,15 @@ impl Files {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Append a `brokers:` section (YAML, its entries indented by two spaces) to the policies.
+    pub fn add_brokers(&self, yaml: &str) {
+        let p = self.path("policies.yaml");
+        let mut text = std::fs::read_to_string(&p).unwrap();
+        text.push_str("brokers:\n");
+        text.push_str(yaml);
+        std::fs::write(&p, text).unwrap();
     }
 
     pub fn audit_path(&self) -> PathBuf {

@@ -1,0 +1,172 @@
+//! The narrow trait broker actions go through: look at the cluster, start an action, poll it,
+//! cancel it. Implemented by the `kafka`, `cruise-control` and `log-only` backends.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::broker::planner::{Limits, Plan, PlanKind};
+use crate::broker::policy::{BackendKind, BrokerPolicy};
+use crate::broker::ClusterModel;
+
+/// Errors of a remediation backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The cluster (or Cruise Control) does not offer what is needed.
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    /// Unreachable, timed out, or a server error: trying later may help.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Refused (an error code, a 4xx, bad credentials): trying again will not help by itself.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl BackendError {
+    /// Stable reason code for the audit log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BackendError::Unsupported(_) => "backend_unsupported",
+            BackendError::Unavailable(_) => "backend_unavailable",
+            BackendError::Refused(_) => "backend_refused",
+        }
+    }
+}
+
+/// What a backend sees of the cluster.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observation {
+    /// The cluster model, when the backend reads Kafka's metadata (flags not yet set).
+    pub model: Option<ClusterModel>,
+    /// A reassignment or execution in progress (anyone's), described.
+    pub in_progress: Option<String>,
+    /// Brokers in the cluster: live ones and dead ones still in replica lists.
+    pub brokers: Option<usize>,
+}
+
+/// An action to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// What to do.
+    pub kind: PlanKind,
+    /// The broker in trouble.
+    pub broker: i32,
+    /// The plan (backends that plan here need it; Cruise Control plans by itself).
+    pub plan: Option<Plan>,
+    /// Other brokers that must not receive replicas (alerting ones).
+    pub exclude: Vec<i32>,
+    /// Why, for the backend's own records (Cruise Control's `reason`).
+    pub reason: String,
+    /// Caps, passed on to Cruise Control as its concurrency limits.
+    pub limits: Limits,
+    /// Replication throttle in bytes/s, when set.
+    pub throttle: Option<u64>,
+}
+
+/// An accepted action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Started {
+    /// The task to poll.
+    pub task_id: String,
+    /// What the backend said it will do (Cruise Control's proposal summary).
+    pub summary: Option<serde_json::Value>,
+    /// Anything an operator should know (e.g. partitions the cluster refused).
+    pub note: Option<String>,
+    /// Nothing runs: the backend only computed a proposal (Cruise Control's own dry run).
+    pub proposal_only: bool,
+}
+
+/// Where a running action stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// Still running, described.
+    Running(String),
+    /// Finished, described.
+    Done(String),
+    /// Ended in failure.
+    Failed(BackendError),
+}
+
+/// A remediation backend.
+pub trait RemediationBackend: Send + Sync {
+    /// Which backend.
+    fn kind(&self) -> BackendKind;
+
+    /// A fresh look: metadata (when the backend reads it, with replica sizes and disk use when
+    /// `sizes`), and whether any reassignment is in progress.
+    fn observe(&self, sizes: bool) -> BoxFuture<'_, Result<Observation, BackendError>>;
+
+    /// Start an action.
+    fn start<'a>(&'a self, req: &'a Request) -> BoxFuture<'a, Result<Started, BackendError>>;
+
+    /// Poll a started action.
+    fn poll<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<Progress, BackendError>>;
+
+    /// Stop a started action (time-out), and clean up after it.
+    fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<String, BackendError>>;
+}
+
+/// `log-only`: plans from the metadata when a Kafka connection is configured, never changes
+/// anything.
+pub struct LogOnly {
+    reader: Option<Box<dyn RemediationBackend>>,
+}
+
+impl LogOnly {
+    /// With an optional metadata reader (a `kafka` backend that is only asked to observe).
+    pub fn new(reader: Option<Box<dyn RemediationBackend>>) -> Self {
+        Self { reader }
+    }
+}
+
+impl RemediationBackend for LogOnly {
+    fn kind(&self) -> BackendKind {
+        BackendKind::LogOnly
+    }
+
+    fn observe(&self, sizes: bool) -> BoxFuture<'_, Result<Observation, BackendError>> {
+        Box::pin(async move {
+            match &self.reader {
+                Some(r) => r.observe(sizes).await,
+                None => Ok(Observation::default()),
+            }
+        })
+    }
+
+    fn start<'a>(&'a self, _req: &'a Request) -> BoxFuture<'a, Result<Started, BackendError>> {
+        Box::pin(async {
+            Err(BackendError::Refused(
+                "the log-only backend never changes the cluster".into(),
+            ))
+        })
+    }
+
+    fn poll<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<Progress, BackendError>> {
+        Box::pin(async move {
+            Err(BackendError::Refused(format!(
+                "the log-only backend runs no task ({task_id})"
+            )))
+        })
+    }
+
+    fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<String, BackendError>> {
+        Box::pin(async move {
+            Err(BackendError::Refused(format!(
+                "the log-only backend runs no task ({task_id})"
+            )))
+        })
+    }
+}
+
+/// The backend a broker policy asks for.
+pub fn build(policy: &BrokerPolicy) -> Result<Arc<dyn RemediationBackend>, String> {
+    match (policy.backend, &policy.kafka) {
+        (BackendKind::LogOnly, None) => Ok(Arc::new(LogOnly::new(None))),
+        (other, _) => Err(format!(
+            "brokers: cluster {:?}: backend {} is not available yet",
+            policy.cluster,
+            other.as_str()
+        )),
+    }
+}

@@ -1,0 +1,189 @@
+//! Broker remediation with the log-only backend (no Kafka connection): every decision is
+//! audited, nothing is changed, and the gates run as they would with a real backend.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use support::harness::*;
+use support::*;
+
+const T_MINUS_1H: &str = "2027-01-15T07:00:00Z";
+
+#[tokio::test]
+async fn log_only_audits_decisions_and_the_gates_hold() {
+    let files = Files::new();
+    files.add_brokers(
+        "  - {cluster: prod, backend: log-only, expected_brokers: 10, cluster_cooldown: 10m}\n",
+    );
+    let h = harness_with(&files, fake_kube(), |_| {}).await;
+    let alert = |status, fp, name, broker| {
+        payload(
+            status,
+            vec![broker_alert_at(
+                status, fp, name, "prod", broker, T_MINUS_1H,
+            )],
+        )
+    };
+
+    let (s, b) = h
+        .alerts(&alert("firing", "o1", "KafkaBrokerOverloaded", "1"))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["results"][0]["cluster"], "prod");
+    assert_eq!(b["results"][0]["broker"], "1");
+    assert_eq!(b["results"][0]["outcome"], "dry_run");
+    assert_eq!(b["results"][0]["action"], "move_leadership");
+    assert!(
+        b["results"][0].get("target").is_none() || b["results"][0]["target"].is_null(),
+        "{b}"
+    );
+
+    // A second overloaded broker: the cluster interval (counted from the first decision) holds it.
+    let (s, b) = h
+        .alerts(&alert("firing", "o2", "KafkaBrokerOverloaded", "2"))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(b["results"][0]["outcome"], "skipped");
+    assert_eq!(b["results"][0]["reason"], "cluster_cooldown");
+
+    // Its resolution cancels what was pending for it.
+    let (_, b) = h
+        .alerts(&alert("resolved", "o2", "KafkaBrokerOverloaded", "2"))
+        .await;
+    assert_eq!(b["results"][0]["reason"], "cancelled");
+
+    // A broker down for less than the grace period (30m by default): waits.
+    let (_, b) = h
+        .alerts(&payload(
+            "firing",
+            vec![broker_alert_at(
+                "firing",
+                "d3",
+                "KafkaBrokerDown",
+                "prod",
+                "3",
+                "2027-01-15T07:50:00Z",
+            )],
+        ))
+        .await;
+    assert_eq!(b["results"][0]["reason"], "grace_period");
+
+    // The same delivery again is a duplicate.
+    let (_, b) = h
+        .alerts(&alert("firing", "o1", "KafkaBrokerOverloaded", "1"))
+        .await;
+    assert_eq!(b["results"][0]["reason"], "duplicate");
+
+    let lines = audit_lines(&files.audit_path());
+    let got: Vec<(String, String, String, String)> = lines
+        .iter()
+        .map(|r| {
+            (
+                r["broker"].as_str().unwrap_or("").to_string(),
+                r["outcome"].as_str().unwrap().to_string(),
+                r["action"].as_str().unwrap().to_string(),
+                r["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, String, String)> = [
+        ("1", "dry_run", "move_leadership", ""),
+        ("2", "skipped", "none", "cluster_cooldown"),
+        ("2", "skipped", "none", "cancelled"),
+        ("3", "skipped", "none", "grace_period"),
+        ("1", "skipped", "none", "duplicate"),
+    ]
+    .iter()
+    .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+    .collect();
+    assert_eq!(got, want, "{lines:#?}");
+    let first = &lines[0];
+    assert_eq!(first["backend"], "log-only");
+    assert_eq!(first["phase"], "started");
+    assert_eq!(first["dry_run"], true);
+    assert_eq!(first["alertname"], "KafkaBrokerOverloaded");
+    assert_eq!(first["cluster"], "prod");
+    assert_eq!(
+        first["message"],
+        "dry run (log-only): would move_leadership: broker 1 (no partition plan without a kafka connection)"
+    );
+    assert_eq!(
+        lines[3]["message"],
+        "broker down for less than the grace period; 1200s left (most restarts come back by themselves)"
+    );
+
+    // The grace period ends while the alert keeps firing: the re-evaluation acts on it once the
+    // cluster interval is over too.
+    h.advance(20 * 60);
+    h.app.api.engine.reevaluate().await.unwrap();
+    let lines = audit_lines(&files.audit_path());
+    let last = lines.last().unwrap();
+    assert_eq!(last["broker"], "3");
+    assert_eq!(last["trigger"], "reevaluate");
+    assert_eq!(last["outcome"], "dry_run");
+    assert_eq!(last["action"], "replace_replicas");
+
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(&m, "medic_actuator_mass_failure{cluster=\"prod\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(&m, "medic_actuator_brokers_alerting{cluster=\"prod\"}"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "medic_actuator_broker_actions_total{cluster=\"prod\",action=\"replace_replicas\",outcome=\"dry_run\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "medic_actuator_broker_cluster_cooldown_remaining_seconds{cluster=\"prod\"}"
+        ),
+        600.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "medic_actuator_broker_policies"), 1.0);
+    let (_, state) = h
+        .request(
+            "GET",
+            "/api/v1/state",
+            Some(&format!("Bearer {TOKEN}")),
+            b"",
+        )
+        .await;
+    let br = &state["broker_remediation"][0];
+    assert_eq!(br["cluster"], "prod");
+    assert_eq!(br["backend"], "log-only");
+    assert_eq!(br["last_action"]["broker"], 3);
+    assert_eq!(br["alerting_brokers"], serde_json::json!([1, 3]));
+}
+
+#[tokio::test]
+async fn a_cluster_without_broker_policy_only_holds_scale_downs() {
+    let files = Files::new();
+    files.add_brokers("  - {cluster: other, backend: log-only, expected_brokers: 3}\n");
+    let h = harness_with(&files, fake_kube(), |_| {}).await;
+    let (s, b) = h
+        .alerts(&payload(
+            "firing",
+            vec![broker_alert_at(
+                "firing",
+                "x",
+                "KafkaBrokerDown",
+                "prod",
+                "1",
+                T_MINUS_1H,
+            )],
+        ))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(b["results"], serde_json::json!([]));
+    assert!(audit_lines(&files.audit_path()).is_empty());
+}
