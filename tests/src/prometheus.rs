@@ -121,17 +121,32 @@ impl Prometheus {
         self.dir.path()
     }
 
-    fn api(&self, path: &str, params: &[(&str, &str)]) -> Value {
+    fn try_api(&self, path: &str, params: &[(&str, &str)]) -> Result<Value, String> {
         let url = with_query(path, params);
         let r = request(self.port, "GET", &url, &[], b"")
-            .unwrap_or_else(|e| panic!("GET {url} from Prometheus: {e}"));
-        let v = r.json();
-        assert_eq!(
-            v["status"], "success",
-            "Prometheus {url} answered {}: {}",
-            r.status, r.body
-        );
-        v["data"].clone()
+            .map_err(|e| format!("GET {url} from Prometheus: {e}"))?;
+        let v: Value = serde_json::from_str(&r.body)
+            .map_err(|e| format!("Prometheus {url} answered {} ({e}): {}", r.status, r.body))?;
+        if v["status"] != "success" {
+            return Err(format!(
+                "Prometheus {url} answered {}: {}",
+                r.status, r.body
+            ));
+        }
+        Ok(v["data"].clone())
+    }
+
+    fn api(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        self.try_api(path, params).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Prometheus::value`], but `None` instead of a panic when Prometheus is not there.
+    pub fn try_value(&self, q: &str) -> Option<f64> {
+        let r = self.try_api("/api/v1/query", &[("query", q)]).ok()?;
+        match r["result"].as_array().map(Vec::as_slice) {
+            Some([one]) => parse_value(&one["value"]),
+            _ => None,
+        }
     }
 
     /// An instant query now; the `result` array.

@@ -69,6 +69,9 @@ pub struct StackSpec {
     pub broker_process: BrokerProcess,
     /// Agent collection, Prometheus scrape and rule evaluation interval.
     pub interval: String,
+    /// The binaries; default: [`workspace_bin`] (next to the running executable).
+    pub agent_bin: Option<PathBuf>,
+    pub actuator_bin: Option<PathBuf>,
 }
 
 impl Default for StackSpec {
@@ -97,6 +100,8 @@ impl Default for StackSpec {
             waits: RouteWaits::default(),
             broker_process: BrokerProcess::Tansu,
             interval: "1s".into(),
+            agent_bin: None,
+            actuator_bin: None,
         }
     }
 }
@@ -172,7 +177,10 @@ impl Stack {
         .expect("actuator config");
         let actuator = Server::start(
             "medic-actuator",
-            &workspace_bin("medic-actuator"),
+            &spec
+                .actuator_bin
+                .clone()
+                .unwrap_or_else(|| workspace_bin("medic-actuator")),
             &["--config".into(), config.display().to_string()],
         );
         assert!(
@@ -227,7 +235,11 @@ impl Stack {
             }
             BrokerProcess::Args(a) => agent_args.extend(a.iter().cloned()),
         }
-        let agent = Server::start("medic-agent", &workspace_bin("medic-agent"), &agent_args);
+        let agent_bin = spec
+            .agent_bin
+            .clone()
+            .unwrap_or_else(|| workspace_bin("medic-agent"));
+        let agent = Server::start("medic-agent", &agent_bin, &agent_args);
         assert!(
             wait_for_port(agent_port, Duration::from_secs(20)),
             "medic-agent did not listen\n{}",
@@ -273,6 +285,11 @@ impl Stack {
 
     /// `GET /api/v1/audit` with the token; the records, oldest first.
     pub fn audit(&self, params: &[(&str, &str)]) -> Vec<Value> {
+        self.try_audit(params).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Stack::audit`], with an error instead of a panic.
+    pub fn try_audit(&self, params: &[(&str, &str)]) -> Result<Vec<Value>, String> {
         let mut p = params.to_vec();
         if !p.iter().any(|(k, _)| *k == "limit") {
             p.push(("limit", "10000"));
@@ -286,9 +303,12 @@ impl Stack {
             &[("Authorization", &auth)],
             b"",
         )
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        assert_eq!(r.status, 200, "GET {url}: {}", r.body);
-        r.json()["records"].as_array().cloned().unwrap_or_default()
+        .map_err(|e| format!("GET {url}: {e}"))?;
+        if r.status != 200 {
+            return Err(format!("GET {url}: {} {}", r.status, r.body));
+        }
+        let v: Value = serde_json::from_str(&r.body).map_err(|e| format!("GET {url}: {e}"))?;
+        Ok(v["records"].as_array().cloned().unwrap_or_default())
     }
 
     /// The audit records about this stack's Deployment.

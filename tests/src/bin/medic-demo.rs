@@ -1,9 +1,16 @@
-//! The kafka-medic demo: a local tansu broker, medic-agent in sidecar mode next to it, a
-//! producer at a steady rate with a burst, and a consumer that is slower than the producer.
-//! Every two seconds it prints what the agent exports: lag in offsets and seconds, time to
-//! drain, and the broker's health. Ctrl-C stops everything it started.
+//! The kafka-medic demo: the whole loop on this machine. A tansu broker with medic-agent as its
+//! sidecar, Prometheus loading rules/kafka-medic.rules.yml, Alertmanager configured from
+//! rules/alertmanager.example.yml, and medic-actuator in dry-run mode against a fake Kubernetes
+//! API served from this process. A producer writes 20 records/s with a burst of 300 at t=20s;
+//! the consumer group `billing` reads 12 records/s. Every two seconds it prints what the rules
+//! see (lag, lag seconds, the sustain timer, the alert) and every actuator decision as the audit
+//! API returns it. Ctrl-C stops everything it started.
 //!
-//! Usage: medic-demo [--agent PATH] [--seconds N]
+//! With `--live` the actuator patches the fake API for real and the consumer's rate follows the
+//! Deployment's replicas (12 records/s each), so the loop closes: scale-up, catch-up, resolved,
+//! scale-down after the cooldown.
+//!
+//! Usage: medic-demo [--agent PATH] [--actuator PATH] [--seconds N] [--live]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -11,14 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use medic_e2e::{create_topic, free_port, producer, sample, Server, Tansu};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{BaseRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use medic_e2e::load::Load;
+use medic_e2e::stack::{PolicySpec, Stack, StackSpec};
+use serde_json::Value;
 
-const TOPIC: &str = "orders";
-const GROUP: &str = "billing";
-const PARTITIONS: i32 = 3;
+const PER_REPLICA: f64 = 12.0;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -27,165 +31,171 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+fn spec(live: bool) -> StackSpec {
+    StackSpec {
+        cluster: "demo".into(),
+        group: "billing".into(),
+        topic: "orders".into(),
+        partitions: 3,
+        namespace: "shop".into(),
+        deployment: "billing-consumer".into(),
+        initial_replicas: 1,
+        policy: PolicySpec {
+            min_replicas: 1,
+            max_replicas: 6,
+            lag_per_replica: 100,
+            scale_up_cooldown: "30s".into(),
+            scale_down_cooldown: "60s".into(),
+            max_step: 3,
+            lag_threshold: 200,
+            sustain: "20s".into(),
+        },
+        dry_run: !live,
+        agent_bin: arg("--agent").map(PathBuf::from),
+        actuator_bin: arg("--actuator").map(PathBuf::from),
+        ..StackSpec::default()
+    }
+}
+
+/// One line per audit record: the decision as the actuator wrote it.
+fn decision_line(t: u64, r: &Value) -> String {
+    let what = match (r["outcome"].as_str(), r["reason"].as_str()) {
+        (Some(o), Some(reason)) => format!("{o} ({reason})"),
+        (Some(o), None) => o.to_string(),
+        _ => "?".into(),
+    };
+    format!(
+        "{t:>5}  >> actuator [{} {}] {what}: {}",
+        r["trigger"].as_str().unwrap_or("-"),
+        r["alert_status"].as_str().unwrap_or("-"),
+        r["message"].as_str().unwrap_or("")
+    )
+}
+
 fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     ctrlc::set_handler(move || s.store(true, Ordering::SeqCst)).expect("Ctrl-C handler");
-    let seconds: u64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(90);
-    let agent_bin = arg("--agent")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/release/medic-agent"));
+    let seconds: u64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(120);
+    let live = std::env::args().any(|a| a == "--live");
+    let spec = spec(live);
+    let p = spec.policy.clone();
 
-    println!("starting tansu (a Kafka-protocol broker) on 127.0.0.1 ...");
-    let tansu = Tansu::start();
-    let b = tansu.bootstrap();
-    create_topic(&b, TOPIC, PARTITIONS);
-
-    let dir = tempfile::tempdir().unwrap();
-    let pid_file = dir.path().join("broker.pid");
-    std::fs::write(&pid_file, tansu.server.pid().unwrap().to_string()).unwrap();
-    let port = free_port();
-    let args: Vec<String> = [
-        "--bootstrap-servers",
-        &b,
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--cluster",
-        "demo",
-        "--interval",
-        "2s",
-        "--broker-id",
-        &Tansu::NODE_ID.to_string(),
-        "--process-source",
-        "pid_file",
-        "--process-pid-file",
-        pid_file.to_str().unwrap(),
-        "--log-dirs",
-        dir.path().to_str().unwrap(),
-        "--log-format",
-        "text",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let agent = Server::start("medic-agent", &agent_bin, &args);
+    println!("starting tansu, medic-agent, Prometheus, Alertmanager, medic-actuator and a fake Kubernetes API on 127.0.0.1 ...");
+    let stack = Stack::start(spec);
     println!(
-        "medic-agent (sidecar of broker {}) serves http://127.0.0.1:{port}/metrics",
-        Tansu::NODE_ID
+        "  medic-agent     http://127.0.0.1:{}/metrics   (sidecar of broker 111)",
+        stack.agent_port
     );
-    println!("producer: 20 records/s with a burst of 300 at t=30s; consumer group {GROUP:?}: 12 records/s\n");
-
-    // Producer: 20/s, one record per batch, burst of 300 at t=30s.
-    let p_stop = stop.clone();
-    let pb = b.clone();
-    let started = Instant::now();
-    let prod = std::thread::spawn(move || {
-        let p = producer(&pb);
-        let mut n: u64 = 0;
-        let mut burst_done = false;
-        while !p_stop.load(Ordering::SeqCst) {
-            let count = if !burst_done && started.elapsed() >= Duration::from_secs(30) {
-                burst_done = true;
-                300
-            } else {
-                1
-            };
-            for _ in 0..count {
-                let part = (n % PARTITIONS as u64) as i32;
-                let _ = p.send(
-                    BaseRecord::<(), str>::to(TOPIC)
-                        .partition(part)
-                        .payload("order"),
-                );
-                n += 1;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = p.flush(Duration::from_secs(5));
-    });
-
-    // Slow consumer: reads at 12 records/s, commits every second.
-    let c_stop = stop.clone();
-    let cb = b.clone();
-    let cons = std::thread::spawn(move || {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &cb)
-            .set("group.id", GROUP)
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
-                .unwrap();
-        }
-        c.assign(&tpl).unwrap();
-        let mut last_commit = Instant::now();
-        while !c_stop.load(Ordering::SeqCst) {
-            if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
-                std::thread::sleep(Duration::from_millis(1000 / 12));
-            }
-            if last_commit.elapsed() >= Duration::from_secs(1) {
-                let _ = c.commit_consumer_state(CommitMode::Sync);
-                last_commit = Instant::now();
-            }
-        }
-    });
-
     println!(
-        "{:>5}  {:>10}  {:>10}  {:>8}  {:>11}  {:>12}  {:>9}  {:>10}",
-        "t(s)",
-        "end offset",
-        "committed",
-        "lag",
-        "lag seconds",
-        "drain (s)",
-        "broker up",
-        "broker RSS"
+        "  Prometheus      http://127.0.0.1:{}/alerts    (rules/kafka-medic.rules.yml as is)",
+        stack.prometheus.port
     );
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_secs(2));
-        let Ok(r) = medic_e2e::http::request(port, "GET", "/metrics", &[], b"") else {
-            continue;
-        };
-        let t = r.body;
-        let sum = |name: &str| -> Option<f64> {
-            let v: Vec<f64> = (0..PARTITIONS)
-                .filter_map(|p| sample(&t, &format!("{name}{{cluster=\"demo\",consumergroup=\"{GROUP}\",topic=\"{TOPIC}\",partition=\"{p}\"}}")))
-                .collect();
-            (!v.is_empty()).then(|| v.iter().sum())
-        };
-        let max_secs = (0..PARTITIONS)
-            .filter_map(|p| sample(&t, &format!("kafka_consumergroup_lag_seconds{{cluster=\"demo\",consumergroup=\"{GROUP}\",topic=\"{TOPIC}\",partition=\"{p}\"}}")))
-            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
-        let end: f64 = (0..PARTITIONS)
-            .filter_map(|p| sample(&t, &format!("kafka_topic_partition_current_offset{{cluster=\"demo\",topic=\"{TOPIC}\",partition=\"{p}\"}}")))
-            .sum();
-        let drain = sample(&t, &format!("kafka_consumergroup_drain_seconds{{cluster=\"demo\",consumergroup=\"{GROUP}\",topic=\"{TOPIC}\"}}"));
-        let up = sample(&t, "kafka_broker_up{cluster=\"demo\",broker=\"111\"}");
-        let rss = sample(
-            &t,
-            "kafka_broker_memory_used_bytes{cluster=\"demo\",broker=\"111\"}",
-        );
-        let fmt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
-        println!(
-            "{:>5}  {:>10}  {:>10}  {:>8}  {:>11}  {:>12}  {:>9}  {:>10}",
-            started.elapsed().as_secs(),
-            format!("{end:.0}"),
-            fmt(sum("kafka_consumergroup_current_offset"), 0),
-            fmt(sum("kafka_consumergroup_lag"), 0),
-            fmt(max_secs, 1),
-            fmt(drain, 0),
-            fmt(up, 0),
-            rss.map_or("-".into(), |r| format!("{:.0} MB", r / 1e6)),
+    println!(
+        "  Alertmanager    http://127.0.0.1:{}           (rules/alertmanager.example.yml)",
+        stack.alertmanager.port
+    );
+    println!(
+        "  medic-actuator  http://127.0.0.1:{}/metrics   ({}, audit: GET /api/v1/audit with the bearer token)",
+        stack.actuator_port,
+        if live { "live against the fake API" } else { "dry run" }
+    );
+    println!(
+        "policy: group {:?} -> Deployment {}; threshold {} offsets for {}; {} offsets per replica; cooldowns up {} / down {}",
+        stack.spec.group,
+        stack.spec.target(),
+        p.lag_threshold,
+        p.sustain,
+        p.lag_per_replica,
+        p.scale_up_cooldown,
+        p.scale_down_cooldown
+    );
+    println!(
+        "load: 20 records/s with a burst of 300 at t=20s; the consumer reads {}\n",
+        if live {
+            format!("{PER_REPLICA} records/s per replica")
+        } else {
+            format!("{PER_REPLICA} records/s")
+        }
+    );
+
+    let mut load = Load::start(
+        &stack.tansu.bootstrap(),
+        &stack.spec.topic,
+        stack.spec.partitions,
+        &stack.spec.group,
+        20.0,
+        PER_REPLICA,
+    );
+    if live {
+        load.follow_replicas(
+            stack
+                .kube
+                .replicas_reader(&stack.spec.namespace, &stack.spec.deployment),
+            PER_REPLICA,
         );
     }
+    let sel = stack.group_selector();
+    let prom = &stack.prometheus;
+    let value = |q: String| prom.try_value(&q);
+    println!(
+        "{:>5}  {:>8}  {:>11}  {:>9}  {:>12}  {:>8}  {:>8}",
+        "t(s)", "lag", "lag seconds", "drain (s)", "above for", "alert", "replicas"
+    );
+    let started = Instant::now();
+    let mut burst_done = false;
+    let mut last_seq = 0;
+    let deadline = started + Duration::from_secs(seconds);
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let t = started.elapsed().as_secs();
+        if !burst_done && t >= 20 {
+            burst_done = true;
+            let producer = medic_e2e::producer(&stack.tansu.bootstrap());
+            for part in 0..stack.spec.partitions {
+                medic_e2e::produce_burst(&producer, &stack.spec.topic, part, 100);
+            }
+            println!("{t:>5}  -- burst: 300 records");
+        }
+        let fmt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
+        let lag = value(format!(
+            "cluster_consumergroup:kafka_consumergroup_lag:sum{{{sel}}}"
+        ));
+        let secs = value(format!(
+            "cluster_consumergroup:kafka_consumergroup_lag_seconds:max{{{sel}}}"
+        ));
+        let drain = value(format!("max(kafka_consumergroup_drain_seconds{{{sel}}})"));
+        let timer = value(format!(
+            "time() - cluster_consumergroup:kafka_consumergroup_lag_above_threshold:since{{{sel}}}"
+        ));
+        let firing = value(format!(
+            "ALERTS{{alertname=\"KafkaConsumerLagPersistent\",alertstate=\"firing\",{sel}}}"
+        ))
+        .is_some();
+        println!(
+            "{t:>5}  {:>8}  {:>11}  {:>9}  {:>12}  {:>8}  {:>8}",
+            fmt(lag, 0),
+            fmt(secs, 1),
+            fmt(drain, 0),
+            timer.map_or("-".into(), |v| format!("{v:.0}s/{}", p.sustain)),
+            if firing { "firing" } else { "-" },
+            stack.replicas()
+        );
+        if let Ok(records) = stack.try_audit(&[]) {
+            for r in records {
+                let seq = r["seq"].as_u64().unwrap_or(0);
+                if seq > last_seq {
+                    last_seq = seq;
+                    println!("{}", decision_line(t, &r));
+                }
+            }
+        }
+    }
     println!("\nstopping ...");
-    stop.store(true, Ordering::SeqCst);
-    let _ = prod.join();
-    let _ = cons.join();
-    drop(agent);
-    drop(tansu);
-    println!("stopped: broker, agent, producer and consumer.");
+    load.stop();
+    drop(stack);
+    println!("stopped: broker, agent, Prometheus, Alertmanager, actuator, fake API, producer and consumer.");
 }
