@@ -13,7 +13,7 @@ const T_MINUS_1H: &str = "2027-01-15T07:00:00Z";
 async fn log_only_audits_decisions_and_the_gates_hold() {
     let files = Files::new();
     files.add_brokers(
-        "  - {cluster: prod, backend: log-only, expected_brokers: 10, cluster_cooldown: 10m}\n",
+        "  - {cluster: prod, backend: log-only, expected_brokers: 10, cluster_cooldown: 10m, settle_time: 0s}\n",
     );
     let h = harness_with(&files, fake_kube(), |_| {}).await;
     let alert = |status, fp, name, broker| {

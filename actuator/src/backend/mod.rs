@@ -1,5 +1,7 @@
 //! Adapters behind narrow traits: Kubernetes (scale) and Prometheus (lag, broker alerts).
 
+pub mod kafka;
+pub mod kafka_throttle;
 pub mod kube;
 pub mod prometheus;
 pub mod remediation;

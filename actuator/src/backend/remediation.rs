@@ -161,8 +161,14 @@ impl RemediationBackend for LogOnly {
 
 /// The backend a broker policy asks for.
 pub fn build(policy: &BrokerPolicy) -> Result<Arc<dyn RemediationBackend>, String> {
+    let kafka = |k| {
+        super::kafka::KafkaBackend::new(k)
+            .map_err(|e| format!("brokers: cluster {:?}: {e}", policy.cluster))
+    };
     match (policy.backend, &policy.kafka) {
         (BackendKind::LogOnly, None) => Ok(Arc::new(LogOnly::new(None))),
+        (BackendKind::LogOnly, Some(k)) => Ok(Arc::new(LogOnly::new(Some(Box::new(kafka(k)?))))),
+        (BackendKind::Kafka, Some(k)) => Ok(Arc::new(kafka(k)?)),
         (other, _) => Err(format!(
             "brokers: cluster {:?}: backend {} is not available yet",
             policy.cluster,

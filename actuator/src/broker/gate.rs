@@ -51,6 +51,8 @@ pub struct BrokerInput {
     pub starts_at: Timestamp,
     /// This exact delivery was handled recently.
     pub seen_recently: bool,
+    /// When the actuator first heard of this alert (the settle time counts from it).
+    pub first_seen: Timestamp,
 }
 
 /// A broker action that finished (or was decided, in dry run).
@@ -115,6 +117,11 @@ pub enum BrokerSkip {
         /// Brokers in the cluster.
         brokers: usize,
     },
+    /// Heard of too recently: waiting for other alerts that may arrive with it.
+    Settling {
+        /// Time left.
+        remaining: Duration,
+    },
     /// The cluster size is unknown, so the mass-failure guard cannot be checked.
     ClusterSizeUnknown,
     /// One remediation at a time per cluster: ours is running.
@@ -153,6 +160,7 @@ impl BrokerSkip {
             BrokerSkip::Duplicate => "duplicate",
             BrokerSkip::GracePeriod { .. } => "grace_period",
             BrokerSkip::MassFailure { .. } => "mass_failure",
+            BrokerSkip::Settling { .. } => "settling",
             BrokerSkip::ClusterSizeUnknown => "cluster_size_unknown",
             BrokerSkip::RemediationInProgress { .. } => "remediation_in_progress",
             BrokerSkip::ClusterCooldown { .. } => "cluster_cooldown",
@@ -174,6 +182,10 @@ impl BrokerSkip {
             ),
             BrokerSkip::MassFailure { alerting, brokers } => format!(
                 "mass failure: {alerting} of {brokers} brokers alert at once; acting on none, a human should look"
+            ),
+            BrokerSkip::Settling { remaining } => format!(
+                "heard of recently; waiting {}s more for alerts of other brokers that may arrive with it (settle_time)",
+                remaining.as_secs()
             ),
             BrokerSkip::ClusterSizeUnknown => {
                 "the cluster size is unknown (set expected_brokers): the mass-failure guard cannot be checked".into()
@@ -246,6 +258,9 @@ pub fn precheck(
                 brokers,
             });
         }
+    }
+    if let Some(left) = remaining(input.first_seen, policy.settle_time, now) {
+        return Some(BrokerSkip::Settling { remaining: left });
     }
     if let Some((broker, kind)) = state.running {
         return Some(BrokerSkip::RemediationInProgress { broker, kind });
@@ -357,6 +372,7 @@ mod tests {
             broker: 3,
             starts_at: t(starts),
             seen_recently: false,
+            first_seen: t(-3600),
         }
     }
 
@@ -437,6 +453,11 @@ mod tests {
                 skip(BrokerSkip::MassFailure { alerting: 2, brokers: 3 })),
             ("the grace period comes first", input(Down, 0), dead.clone(), s(&|c| { c.alerting_brokers = 2; c.known_brokers = Some(3) }), 10,
                 skip(BrokerSkip::GracePeriod { remaining: Duration::from_secs(1790) })),
+            ("settling after first hearing of it", BrokerInput { first_seen: t(0), ..input(Overloaded, -600) }, seen.clone(), calm.clone(), 59,
+                skip(BrokerSkip::Settling { remaining: Duration::from_secs(1) })),
+            ("settled", BrokerInput { first_seen: t(0), ..input(Overloaded, -600) }, seen.clone(), calm.clone(), 60, act(PlanKind::MoveLeadership)),
+            ("a mass failure shows while settling", BrokerInput { first_seen: t(0), ..input(Overloaded, -600) }, seen.clone(),
+                s(&|c| { c.alerting_brokers = 4; c.known_brokers = Some(10) }), 1, skip(BrokerSkip::MassFailure { alerting: 4, brokers: 10 })),
             ("metadata larger than expected_brokers", input(Overloaded, 0), BrokerObserved { brokers: Some(20), ..seen.clone() },
                 s(&|c| c.alerting_brokers = 4), 10, act(PlanKind::MoveLeadership)),
         ];

@@ -123,6 +123,9 @@ fn default_moves() -> u32 {
 fn default_leaders() -> u32 {
     1000
 }
+fn default_settle() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_grace() -> Duration {
     Duration::from_secs(30 * 60)
 }
@@ -176,6 +179,10 @@ pub struct BrokerPolicy {
     /// Leadership changes in one action (Cruise Control's default 1000).
     #[serde(default = "default_leaders")]
     pub max_leader_moves: u32,
+    /// Wait this long after first hearing of a broker alert before acting on it, so that the
+    /// alerts of a mass failure, which arrive in separate notifications, are counted together.
+    #[serde(default = "default_settle", with = "humantime_serde")]
+    pub settle_time: Duration,
     /// Wait this long after `KafkaBrokerDown` starts before replacing the broker (below 1h).
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub down_grace: Duration,
@@ -370,6 +377,7 @@ mod tests {
         assert_eq!(p.mass_failure_share, 0.3);
         assert_eq!(p.broker_cooldown, Duration::from_secs(1800));
         assert_eq!(p.cluster_cooldown, Duration::from_secs(600));
+        assert_eq!(p.settle_time, Duration::from_secs(60));
         assert_eq!(p.kafka.as_ref().unwrap().security_protocol, "plaintext");
         assert!(p.problems("brokers[0]").is_empty());
         assert!(p.reads_metadata());

@@ -47,6 +47,7 @@ fn kind_of(action: Action) -> Option<PlanKind> {
 pub(super) struct Tracked {
     #[serde(skip)]
     pub(super) alert: BrokerAlert,
+    pub(super) first_seen: Timestamp,
     pub(super) last_seen: Timestamp,
 }
 
@@ -72,6 +73,24 @@ pub(super) struct ClusterRuntime {
 }
 
 impl ClusterRuntime {
+    /// Track a firing alert (keeping when it was first heard of).
+    fn track(&mut self, alert: &BrokerAlert, now: Timestamp) {
+        let first_seen = self
+            .tracked
+            .get(&alert.fingerprint)
+            .filter(|t| t.alert.starts_at == alert.starts_at)
+            .map(|t| t.first_seen)
+            .unwrap_or(now);
+        self.tracked.insert(
+            alert.fingerprint.clone(),
+            Tracked {
+                alert: alert.clone(),
+                first_seen,
+                last_seen: now,
+            },
+        );
+    }
+
     pub(super) fn remember_action(&mut self, last: LastBrokerAction) {
         if self.last_cluster.as_ref().is_none_or(|l| l.at <= last.at) {
             self.last_cluster = Some(last.clone());
@@ -239,6 +258,27 @@ impl BrokerEngine {
         }
     }
 
+    /// Handle the broker alerts of one webhook: every firing one is tracked first, so alerts
+    /// that arrive together (a mass failure) are counted together; then each is decided.
+    pub(super) async fn handle_all(
+        self: &Arc<Self>,
+        alerts: &[&BrokerAlert],
+    ) -> Result<Vec<AlertResult>, EngineError> {
+        let now = self.now();
+        for a in alerts.iter().filter(|a| a.status == AlertStatus::Firing) {
+            if let Some(ctl) = self.clusters.get(&a.cluster) {
+                ctl.rt.lock().await.track(a, now);
+            }
+        }
+        let mut out = Vec::new();
+        for a in alerts {
+            if let Some(r) = self.handle(a).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
     /// Handle one broker alert from a webhook. `None` when its cluster has no broker policy
     /// (then it only holds scale-downs, as before issue 5, and is not audited).
     pub(super) async fn handle(
@@ -256,13 +296,7 @@ impl BrokerEngine {
         let seen_recently = rt.seen.contains_key(&key);
         let rec = match alert.status {
             AlertStatus::Firing => {
-                rt.tracked.insert(
-                    alert.fingerprint.clone(),
-                    Tracked {
-                        alert: alert.clone(),
-                        last_seen: now,
-                    },
-                );
+                rt.track(alert, now);
                 self.evaluate(&ctl, &mut rt, alert, Trigger::Webhook, seen_recently, now)
                     .await
             }
@@ -366,12 +400,18 @@ impl BrokerEngine {
             (a, b) => a.or(b),
         };
         self.mass_gauge(ctl, alerting.len(), known);
+        let first_seen = rt
+            .tracked
+            .get(&alert.fingerprint)
+            .map(|t| t.first_seen)
+            .unwrap_or(now);
         let input = BrokerInput {
             kind,
             trigger,
             broker,
             starts_at,
             seen_recently,
+            first_seen,
         };
         let mut state = ClusterState {
             paused: self.paused.load(Ordering::SeqCst),

@@ -403,15 +403,7 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        let remedy = async {
-            let mut out = Vec::new();
-            for b in broker {
-                if let Some(r) = self.remedy.handle(b).await? {
-                    out.push(r);
-                }
-            }
-            Ok::<_, EngineError>(out)
-        };
+        let remedy = self.remedy.handle_all(&broker);
         let lag = futures::future::join_all(lag.iter().map(|l| self.handle_lag(l)));
         let (lag, remedy) = futures::future::join(lag, remedy).await;
         // Lag results first, as before issue 5; broker results (clusters with a broker
