@@ -199,6 +199,7 @@ impl KafkaBackend {
                 resp.error_code,
                 code_name(resp.error_code),
                 resp.error_message
+                    .filter(|m| !m.is_empty())
                     .map(|m| format!(": {m}"))
                     .unwrap_or_default()
             )));
@@ -418,6 +419,7 @@ impl KafkaBackend {
                     resp.error_code,
                     code_name(resp.error_code),
                     resp.error_message
+                        .filter(|m| !m.is_empty())
                         .map(|m| format!(": {m}"))
                         .unwrap_or_default()
                 )));
@@ -436,6 +438,7 @@ impl KafkaBackend {
                             code_name(p.error_code),
                             p.error_message
                                 .as_ref()
+                                .filter(|m| !m.is_empty())
                                 .map(|m| format!(" ({m})"))
                                 .unwrap_or_default()
                         ));

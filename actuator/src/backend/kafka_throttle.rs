@@ -161,6 +161,7 @@ impl Throttle {
                     code_name(r.error_code),
                     r.error_message
                         .as_ref()
+                        .filter(|m| !m.is_empty())
                         .map(|m| format!(" ({m})"))
                         .unwrap_or_default()
                 )

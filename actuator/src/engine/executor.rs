@@ -81,9 +81,9 @@ impl BrokerEngine {
             run.started
         );
         tracing::info!(cluster = %policy.cluster, broker = run.broker, action = run.kind.as_str(), outcome = outcome.as_str(), "broker remediation ended");
+        self.gauges(&ctl, &rt);
         if let Err(e) = self.rec.write(rec).await {
             tracing::error!(error = %e, "the end of a broker action could not be audited");
         }
-        self.gauges(&ctl, &rt);
     }
 }
