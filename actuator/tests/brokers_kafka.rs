@@ -1,7 +1,7 @@
 //! The `kafka` backend at the protocol level: a fake cluster (one loopback listener per broker)
 //! decodes every request with kafka-protocol; the tests assert the exact requests sent, the
 //! cluster state afterwards, the audit records and the webhook answers.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
 
 mod support;
 
