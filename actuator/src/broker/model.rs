@@ -118,12 +118,15 @@ impl ClusterModel {
         self.broker(id).is_some_and(|b| b.alive && !b.overloaded)
     }
 
-    /// The rack key of a broker for spread checks: its rack, or a key of its own when it has
-    /// none (so a cluster without racks never restricts placement).
-    pub fn rack_key(&self, id: i32) -> String {
-        match self.broker(id).and_then(|b| b.rack.clone()) {
-            Some(r) => format!("rack:{r}"),
-            None => format!("broker:{id}"),
+    /// The rack key of a broker for spread checks: its rack; for a live broker without one, a
+    /// key of its own (so a cluster without racks never restricts placement); none for a dead
+    /// broker whose rack is unknown (it does not count).
+    pub fn rack_key(&self, id: i32) -> Option<String> {
+        let b = self.broker(id)?;
+        match &b.rack {
+            Some(r) => Some(format!("rack:{r}")),
+            None if b.alive => Some(format!("broker:{id}")),
+            None => None,
         }
     }
 
@@ -131,7 +134,7 @@ impl ClusterModel {
     pub fn rack_spread(&self, replicas: &[i32]) -> usize {
         replicas
             .iter()
-            .map(|b| self.rack_key(*b))
+            .filter_map(|b| self.rack_key(*b))
             .collect::<BTreeSet<_>>()
             .len()
     }
@@ -185,9 +188,20 @@ mod tests {
         });
         m.add_missing_brokers(&BTreeMap::from([(3, "b".to_string())]));
         assert!(!m.alive(3));
-        assert_eq!(m.rack_key(3), "rack:b", "the rack last seen is kept");
-        assert_eq!(m.rack_key(2), "broker:2");
+        assert_eq!(
+            m.rack_key(3).as_deref(),
+            Some("rack:b"),
+            "the rack last seen is kept"
+        );
+        assert_eq!(m.rack_key(2).as_deref(), Some("broker:2"));
         assert_eq!(m.rack_spread(&[1, 2, 3]), 3);
+        m.brokers.get_mut(&3).unwrap().rack = None;
+        assert_eq!(
+            m.rack_key(3),
+            None,
+            "a dead broker of unknown rack does not count"
+        );
+        assert_eq!(m.rack_spread(&[1, 2, 3]), 2);
         assert_eq!(m.leadership_of(1), 1);
         assert_eq!(m.leadership_of(2), 0);
         let d = Disk {

@@ -488,6 +488,7 @@ impl BrokerEngine {
                 );
             }
             if plan.changes.is_empty() {
+                rec.action = Action::None;
                 return skip(
                     rec,
                     "nothing_to_move",
