@@ -22,8 +22,8 @@ use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, DescribeLogDirsRequest, ElectLeadersRequest,
-    ListPartitionReassignmentsRequest, TopicName,
+    AlterPartitionReassignmentsRequest, ApiKey, ApiVersionsRequest, BrokerId,
+    DescribeLogDirsRequest, ElectLeadersRequest, ListPartitionReassignmentsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use medic_agent::kafka::error::code_name;
@@ -81,6 +81,8 @@ struct Task {
 /// The Kafka admin backend.
 pub struct KafkaBackend {
     pub(super) client: KafkaClient,
+    /// Changes the cluster (the `kafka` backend), or only reads it (`log-only`'s reader).
+    writes: bool,
     timeout_ms: i32,
     racks: Mutex<BTreeMap<i32, String>>,
     pub(super) live: Mutex<BTreeSet<i32>>,
@@ -127,6 +129,15 @@ pub fn security(k: &KafkaConnection) -> Result<Security, String> {
 impl KafkaBackend {
     /// A backend for the cluster behind `conn`.
     pub fn new(conn: &KafkaConnection) -> Result<Self, String> {
+        Self::build(conn, true)
+    }
+
+    /// A reader only (for `log-only`): no check of the write APIs.
+    pub fn reader(conn: &KafkaConnection) -> Result<Self, String> {
+        Self::build(conn, false)
+    }
+
+    fn build(conn: &KafkaConnection, writes: bool) -> Result<Self, String> {
         let cfg = ClientConfig {
             bootstrap: conn.bootstrap_servers.clone(),
             security: security(conn)?,
@@ -135,6 +146,7 @@ impl KafkaBackend {
         };
         Ok(Self {
             client: KafkaClient::new(cfg),
+            writes,
             timeout_ms: i32::try_from(conn.request_timeout.as_millis()).unwrap_or(i32::MAX),
             racks: Mutex::new(BTreeMap::new()),
             live: Mutex::new(BTreeSet::new()),
@@ -336,8 +348,41 @@ impl KafkaBackend {
         Ok((model, addr))
     }
 
+    /// Check, from its ApiVersions, that the cluster offers what this backend sends, so that
+    /// a cluster without them gets a clear refusal before anything is planned or sent.
+    async fn check_apis(&self, addr: &str) -> Result<(), BackendError> {
+        let (_, resp) = self
+            .client
+            .call(addr, 2, |_| ApiVersionsRequest::default())
+            .await
+            .map_err(backend_error)?;
+        let mut need = vec![ApiKey::ListPartitionReassignments];
+        if self.writes {
+            need.extend([
+                ApiKey::AlterPartitionReassignments,
+                ApiKey::ElectLeaders,
+                ApiKey::IncrementalAlterConfigs,
+            ]);
+        }
+        let missing: Vec<String> = need
+            .into_iter()
+            .filter(|k| !resp.api_keys.iter().any(|a| a.api_key == *k as i16))
+            .map(|k| format!("{k:?}"))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(BackendError::Unsupported(format!(
+                "{addr} does not offer {} (from its ApiVersions): the kafka backend cannot {} on this cluster",
+                missing.join(", "),
+                if self.writes { "move partitions" } else { "tell whether a reassignment runs" }
+            )))
+        }
+    }
+
     async fn observe_inner(&self, sizes: bool) -> Result<Observation, BackendError> {
         let (model, addr) = self.model(sizes).await?;
+        self.check_apis(&addr).await?;
         let ongoing = self.ongoing(&addr, None).await?;
         let in_progress = (!ongoing.is_empty()).then(|| {
             let list: Vec<String> = ongoing
