@@ -114,7 +114,7 @@ impl Load {
                     nap(&s, Duration::from_millis(10));
                 }
             }
-            let _ = p.flush(Duration::from_secs(5));
+            let _ = p.flush(Duration::from_secs(1));
         }));
         let (c_rate, committed, truth, produced) = (
             load.consume_rate.clone(),
@@ -157,7 +157,8 @@ impl Load {
                     nap(&s, Duration::from_millis(10));
                 }
                 if dirty && last_commit.elapsed() >= Duration::from_millis(500) {
-                    if c.commit_consumer_state(CommitMode::Sync).is_ok() {
+                    // Async: a synchronous commit waits without a limit when the broker is gone.
+                    if c.commit_consumer_state(CommitMode::Async).is_ok() {
                         let total: i64 = next.iter().sum();
                         committed.store(total as u64, Ordering::SeqCst);
                         truth.lock().unwrap_or_else(|e| e.into_inner()).push((
@@ -216,11 +217,18 @@ impl Load {
             .map(|(t, _, _)| *t)
     }
 
-    /// Stops both threads and waits for them.
+    /// Stops the threads and waits for them, at most 3 s: a client stuck on a broker that is
+    /// gone is left behind rather than hanging the caller.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && self.threads.iter().any(|t| !t.is_finished()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
     }
 }

@@ -59,13 +59,14 @@ fn spec(live: bool) -> StackSpec {
 
 /// One line per audit record: the decision as the actuator wrote it.
 fn decision_line(t: u64, r: &Value) -> String {
-    let what = match (r["outcome"].as_str(), r["reason"].as_str()) {
-        (Some(o), Some(reason)) => format!("{o} ({reason})"),
-        (Some(o), None) => o.to_string(),
-        _ => "?".into(),
+    let outcome = r["outcome"].as_str().unwrap_or("?");
+    let what = match (outcome, r["reason"].as_str()) {
+        ("dry_run", _) => String::new(),
+        (o, Some(reason)) => format!("{o} ({reason}): "),
+        (o, None) => format!("{o}: "),
     };
     format!(
-        "{t:>5}  >> actuator [{} {}] {what}: {}",
+        "{t:>5}  >> actuator ({}, {}) {what}{}",
         r["trigger"].as_str().unwrap_or("-"),
         r["alert_status"].as_str().unwrap_or("-"),
         r["message"].as_str().unwrap_or("")
@@ -147,7 +148,10 @@ fn main() {
     let mut last_seq = 0;
     let deadline = started + Duration::from_secs(seconds);
     while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_secs(2));
+        let tick = Instant::now();
+        while !stop.load(Ordering::SeqCst) && tick.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         if stop.load(Ordering::SeqCst) {
             break;
         }
