@@ -1,5 +1,6 @@
 //! Adapters behind narrow traits: Kubernetes (scale) and Prometheus (lag, broker alerts).
 
+pub mod cruise_control;
 pub mod kafka;
 pub mod kafka_throttle;
 pub mod kube;

@@ -159,20 +159,23 @@ impl RemediationBackend for LogOnly {
     }
 }
 
-/// The backend a broker policy asks for.
+/// The backend a broker policy asks for (secrets are read here).
 pub fn build(policy: &BrokerPolicy) -> Result<Arc<dyn RemediationBackend>, String> {
-    let kafka = |k| {
-        super::kafka::KafkaBackend::new(k)
-            .map_err(|e| format!("brokers: cluster {:?}: {e}", policy.cluster))
-    };
-    match (policy.backend, &policy.kafka) {
-        (BackendKind::LogOnly, None) => Ok(Arc::new(LogOnly::new(None))),
-        (BackendKind::LogOnly, Some(k)) => Ok(Arc::new(LogOnly::new(Some(Box::new(kafka(k)?))))),
-        (BackendKind::Kafka, Some(k)) => Ok(Arc::new(kafka(k)?)),
-        (other, _) => Err(format!(
-            "brokers: cluster {:?}: backend {} is not available yet",
-            policy.cluster,
-            other.as_str()
+    let err = |e: String| format!("brokers: cluster {:?}: {e}", policy.cluster);
+    match (policy.backend, &policy.kafka, &policy.cruise_control) {
+        (BackendKind::LogOnly, None, _) => Ok(Arc::new(LogOnly::new(None))),
+        (BackendKind::LogOnly, Some(k), _) => Ok(Arc::new(LogOnly::new(Some(Box::new(
+            super::kafka::KafkaBackend::reader(k).map_err(err)?,
+        ))))),
+        (BackendKind::Kafka, Some(k), _) => {
+            Ok(Arc::new(super::kafka::KafkaBackend::new(k).map_err(err)?))
+        }
+        (BackendKind::Kafka, None, _) => Err(err("kafka: required with backend kafka".into())),
+        (BackendKind::CruiseControl, _, Some(cc)) => Ok(Arc::new(
+            super::cruise_control::CruiseControl::new(cc).map_err(err)?,
+        )),
+        (BackendKind::CruiseControl, _, None) => Err(err(
+            "cruise_control: required with backend cruise-control".into(),
         )),
     }
 }
