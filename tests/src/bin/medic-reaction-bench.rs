@@ -132,14 +132,14 @@ fn main() {
     println!("\n| part | from -> to | median (s) | max (s) |\n|---|---|---|---|");
     for (name, what, f) in BEFORE.iter().chain(PARTS) {
         let v: Vec<f64> = results.iter().map(f).collect();
-        println!("| {name} | {what} | {:.2} | {:.2} |", median(&v), max(&v));
+        println!("| {name} | {what} | {:.3} | {:.3} |", median(&v), max(&v));
     }
     let total: Vec<f64> = results
         .iter()
         .map(|u| u.t_patch - (u.t_true.unwrap_or(f64::NAN) + u.sustain))
         .collect();
     println!(
-        "| from the driver's crossing | driver's lag above + window -> scale PATCH | {:.2} | {:.2} |",
+        "| from the driver's crossing | driver's lag above + window -> scale PATCH | {:.3} | {:.3} |",
         median(&total),
         max(&total)
     );
