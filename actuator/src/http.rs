@@ -221,12 +221,14 @@ fn parse_audit_query(q: HashMap<String, String>) -> Result<AuditQuery, String> {
             "action" => out.action = Some(enum_value(&k, &v, "action (scale_up, scale_down, none, pause, resume, move_leadership, move_replicas, replace_replicas)")?),
             "outcome" => out.outcome = Some(enum_value(&k, &v, "outcome (applied, skipped, failed, dry_run)")?),
             "reason" => out.reason = Some(v),
+            "cluster" => out.cluster = Some(v),
+            "broker" => out.broker = Some(v),
             "since" => out.since = Some(v.parse().map_err(|e| format!("since={v:?}: {e}"))?),
             "until" => out.until = Some(v.parse().map_err(|e| format!("until={v:?}: {e}"))?),
             "limit" => out.limit = Some(v.parse().map_err(|e| format!("limit={v:?}: {e}"))?),
             _ => {
                 return Err(format!(
-                    "unknown query parameter {k:?}; expected target, action, outcome, reason, since, until, limit"
+                    "unknown query parameter {k:?}; expected target, action, outcome, reason, cluster, broker, since, until, limit"
                 ))
             }
         }

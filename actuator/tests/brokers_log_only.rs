@@ -150,6 +150,22 @@ async fn log_only_audits_decisions_and_the_gates_hold() {
         "{m}"
     );
     assert_eq!(metric(&m, "medic_actuator_broker_policies"), 1.0);
+    let (s, page) = h
+        .request(
+            "GET",
+            "/api/v1/audit?cluster=prod&broker=2",
+            Some(&format!("Bearer {TOKEN}")),
+            b"",
+        )
+        .await;
+    assert_eq!(s, 200, "{page}");
+    let reasons: Vec<&str> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, vec!["cluster_cooldown", "cancelled"]);
     let (_, state) = h
         .request(
             "GET",
@@ -186,4 +202,50 @@ async fn a_cluster_without_broker_policy_only_holds_scale_downs() {
     assert_eq!(s, 200);
     assert_eq!(b["results"], serde_json::json!([]));
     assert!(audit_lines(&files.audit_path()).is_empty());
+}
+
+#[tokio::test]
+async fn intervals_survive_a_restart_through_the_audit_log() {
+    let files = Files::new();
+    files.add_brokers(
+        "  - {cluster: prod, backend: log-only, expected_brokers: 10, settle_time: 0s}\n",
+    );
+    let alert = payload(
+        "firing",
+        vec![broker_alert_at(
+            "firing",
+            "o1",
+            "KafkaBrokerOverloaded",
+            "prod",
+            "1",
+            T_MINUS_1H,
+        )],
+    );
+    {
+        let h = harness_with(&files, fake_kube(), |_| {}).await;
+        let (_, b) = h.alerts(&alert).await;
+        assert_eq!(b["results"][0]["outcome"], "dry_run", "{b}");
+    }
+    // A new process on the same audit log, five minutes later: the cluster interval (10m)
+    // still holds, from the record of the first decision.
+    let h = harness_with(&files, fake_kube(), |_| {}).await;
+    h.advance(300);
+    let other = payload(
+        "firing",
+        vec![broker_alert_at(
+            "firing",
+            "o2",
+            "KafkaBrokerOverloaded",
+            "prod",
+            "2",
+            T_MINUS_1H,
+        )],
+    );
+    let (_, b) = h.alerts(&other).await;
+    assert_eq!(b["results"][0]["reason"], "cluster_cooldown", "{b}");
+    let last = audit_lines(&files.audit_path()).pop().unwrap();
+    assert_eq!(
+        last["message"],
+        "the cluster was acted on recently; 300s left of cluster_cooldown"
+    );
 }

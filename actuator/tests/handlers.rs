@@ -253,7 +253,7 @@ async fn bad_requests_change_nothing_and_are_counted() {
         .request("GET", "/api/v1/audit?colour=red", Some(&auth), b"")
         .await;
     assert_eq!(s, 400);
-    assert_eq!(b["message"], "unknown query parameter \"colour\"; expected target, action, outcome, reason, since, until, limit");
+    assert_eq!(b["message"], "unknown query parameter \"colour\"; expected target, action, outcome, reason, cluster, broker, since, until, limit");
 }
 
 #[tokio::test]

@@ -243,6 +243,12 @@ pub struct AuditQuery {
     pub outcome: Option<Outcome>,
     /// Only this reason code.
     pub reason: Option<String>,
+    /// Only this cluster (lag and broker records).
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Only this broker (broker records).
+    #[serde(default)]
+    pub broker: Option<String>,
     /// Only records at or after this time (RFC 3339).
     pub since: Option<Timestamp>,
     /// Only records before this time (RFC 3339).
@@ -263,6 +269,14 @@ impl AuditQuery {
                 .reason
                 .as_ref()
                 .is_none_or(|x| r.reason.as_ref() == Some(x))
+            && self
+                .cluster
+                .as_ref()
+                .is_none_or(|x| r.cluster.as_ref() == Some(x))
+            && self
+                .broker
+                .as_ref()
+                .is_none_or(|x| r.broker.as_ref() == Some(x))
             && self.since.is_none_or(|s| r.ts >= s)
             && self.until.is_none_or(|u| r.ts < u)
     }

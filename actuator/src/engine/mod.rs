@@ -4,6 +4,7 @@
 //! fsync of the audit record, so two deliveries of one alert can never both act.
 
 mod broker;
+mod broker_view;
 mod evaluate;
 mod executor;
 mod periodic;
