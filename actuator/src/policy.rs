@@ -475,6 +475,19 @@ policies:
     }
 
     #[test]
+    fn the_example_policy_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies.yaml");
+        let p = Policies::load(&path).unwrap();
+        assert_eq!(p.all().len(), 2);
+        let kinds: Vec<&str> = p.brokers().iter().map(|b| b.backend.as_str()).collect();
+        assert_eq!(kinds, vec!["kafka", "cruise-control", "log-only"]);
+        let k = p.broker("prod-eu1").unwrap();
+        assert_eq!(k.throttle_bytes_per_second, Some(52_428_800));
+        assert_eq!(k.kafka.as_ref().unwrap().bootstrap_servers.len(), 2);
+        assert!(!p.broker("prod-us1").unwrap().reads_metadata());
+    }
+
+    #[test]
     fn one_deployment_one_policy() {
         let y = "policies:\n  - {cluster: a, consumergroup: g1, deployment: {namespace: n, name: d}}\n  - {cluster: a, consumergroup: g2, deployment: {namespace: n, name: d}}\n";
         let err = Policies::parse(y, Path::new("p.yaml")).unwrap_err();
