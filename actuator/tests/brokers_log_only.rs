@@ -150,6 +150,18 @@ async fn log_only_audits_decisions_and_the_gates_hold() {
         "{m}"
     );
     assert_eq!(metric(&m, "medic_actuator_broker_policies"), 1.0);
+    let scrape = files.path("metrics.txt");
+    std::fs::write(&scrape, &m).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&scrape).unwrap())
+        .output()
+        .expect("promtool (scripts/install-deps.sh installs it)");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{m}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (s, page) = h
         .request(
             "GET",

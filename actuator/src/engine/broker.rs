@@ -640,7 +640,8 @@ impl BrokerEngine {
     }
 }
 
-/// Mark the brokers with firing overloaded or disk-pressure alerts in the model.
+/// Mark the brokers with firing broker alerts in the model: overloaded (or down but still in
+/// the metadata) brokers neither lead nor receive replicas; full ones receive none.
 fn mark_flags(model: &mut ClusterModel, rt: &ClusterRuntime) {
     for t in rt.tracked.values() {
         if t.alert.status != AlertStatus::Firing {
@@ -658,9 +659,11 @@ fn mark_flags(model: &mut ClusterModel, rt: &ClusterRuntime) {
             continue;
         };
         match AlertKind::from_alertname(&t.alert.alertname) {
-            Some(AlertKind::Overloaded) => b.overloaded = true,
+            // A live broker whose heartbeat alert fires is treated as overloaded: it neither
+            // leads nor receives replicas while the alert lasts.
+            Some(AlertKind::Overloaded | AlertKind::Down) => b.overloaded = true,
             Some(AlertKind::DiskPressure) => b.full = true,
-            _ => {}
+            None => {}
         }
     }
 }
