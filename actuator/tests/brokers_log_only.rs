@@ -122,6 +122,10 @@ async fn log_only_audits_decisions_and_the_gates_hold() {
     assert_eq!(last["trigger"], "reevaluate");
     assert_eq!(last["outcome"], "dry_run");
     assert_eq!(last["action"], "replace_replicas");
+    assert!(
+        !lines[5..].iter().any(|r| r["broker"] == "2"),
+        "broker 2's pending action was cancelled by its resolution: {lines:#?}"
+    );
 
     let m = h.metrics().await;
     assert_eq!(
