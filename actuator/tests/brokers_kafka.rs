@@ -374,3 +374,51 @@ async fn refused_partitions_are_reported_and_a_full_refusal_fails_audited() {
         "no election after a refusal"
     );
 }
+
+#[tokio::test]
+async fn disk_pressure_moves_the_largest_partitions_until_under_the_target() {
+    let fake = FakeKafka::start(&[
+        (1, Some("a")),
+        (2, Some("b")),
+        (3, Some("a")),
+        (4, Some("b")),
+    ])
+    .await;
+    for (p, size) in [(0, 200), (1, 50), (2, 100)] {
+        fake.add_partition("big", p, &[1, 2], &[1, 2], 1, size);
+    }
+    fake.add_partition("big", 3, &[2, 3], &[2, 3], 2, 10);
+    fake.state
+        .lock()
+        .unwrap()
+        .brokers
+        .get_mut(&1)
+        .unwrap()
+        .disk_used = 900;
+    let files = Files::new();
+    files.add_brokers(&policy(&fake, ", disk_target_ratio: 0.75"));
+    let h = harness_with(&files, fake_kube(), |_| {}).await;
+    // The agent reports the filesystem's mount point; Kafka's log directory lies inside it.
+    let mut a = alert("firing", "k1", "KafkaBrokerDiskPressure", "1");
+    a["labels"]["path"] = serde_json::json!("/var/lib/kafka");
+    let (_, b) = h.alerts(&payload("firing", vec![a])).await;
+    assert_eq!(b["results"][0]["outcome"], "applied", "{b}");
+    assert_eq!(b["results"][0]["action"], "move_replicas");
+    // 900 of 1000 used, target 750: moving big-0 (200) is enough. Rack a must stay: broker 3.
+    // Broker 1 led it: broker 2 (in sync) becomes the preferred leader.
+    assert_eq!(
+        alters(&fake),
+        vec![vec![("big".to_string(), 0, Some(vec![2, 3]))]]
+    );
+    let start = &audit_lines(&files.audit_path())[0];
+    assert_eq!(start["path"], "/var/lib/kafka");
+    assert_eq!(
+        start["plan"]["disk"],
+        serde_json::json!({"path": "/var/lib/kafka/data", "total_bytes": 1000, "used_bytes": 900, "projected_bytes": 700, "target_ratio": 0.75})
+    );
+    assert_eq!(start["plan"]["changes"][0]["size_bytes"], 200);
+    fake.complete_all();
+    let done = wait_record(&files, "completed", completed).await;
+    assert_eq!(done["outcome"], "applied", "{done}");
+    assert_eq!(fake.replicas("big", 0), vec![2, 3]);
+}

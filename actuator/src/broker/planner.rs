@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::model::{ClusterModel, Partition};
+use super::model::{ClusterModel, Disk, Partition};
 
 /// What a plan does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -300,6 +300,14 @@ impl Ledger {
     }
 }
 
+/// Whether Kafka log directory `dir` is on the alert's `path`: the same directory, one inside
+/// the other (the agent reports the filesystem of each log directory, which may be its mount
+/// point).
+pub fn same_disk(dir: &str, path: &str) -> bool {
+    let (d, p) = (dir.trim_end_matches('/'), path.trim_end_matches('/'));
+    d == p || d.starts_with(&format!("{p}/")) || p.starts_with(&format!("{d}/"))
+}
+
 /// Replica moves off `broker`: for a live broker (overload that persisted, or disk pressure on
 /// `disk_path`) the largest partitions first, until the directory's projected use is at or
 /// under the target when its figures are known; for a dead broker, the partitions with the
@@ -317,8 +325,18 @@ pub fn plan_moves(
         PlanKind::ReplaceReplicas
     };
     let mut plan = Plan::new(kind, broker);
-    let in_dir = |p: &Partition| match (disk_path, p.dirs.get(&broker)) {
-        (Some(path), Some(dir)) => dir == path,
+    // The broker's log directories on the alert's filesystem; when none is known, the broker.
+    let src = model.broker(broker);
+    let dirs: Vec<(&String, &Disk)> = match (disk_path, src) {
+        (Some(path), Some(b)) => b
+            .log_dirs
+            .iter()
+            .filter(|(d, _)| same_disk(d, path))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let in_dir = |p: &Partition| match p.dirs.get(&broker) {
+        Some(dir) if !dirs.is_empty() => dirs.iter().any(|(d, _)| *d == dir),
         _ => true,
     };
     let mut parts: Vec<&Partition> = model
@@ -334,13 +352,11 @@ pub fn plan_moves(
             (left, std::cmp::Reverse(p.size()))
         });
     }
-    // The directory under pressure: its own figures when known, else the broker's.
-    let src = model.broker(broker);
-    let dir_disk = disk_path
-        .and_then(|path| {
-            src.and_then(|b| b.log_dirs.get(path))
-                .map(|d| (Some(path), *d))
-        })
+    // The filesystem under pressure: its own figures when known (directories on one
+    // filesystem report the same), else the broker's.
+    let dir_disk = dirs
+        .first()
+        .map(|(d, disk)| (Some(d.as_str()), **disk))
         .or_else(|| src.and_then(|b| b.disk).map(|d| (None, d)));
     let mut projected = match (source_alive, disk_path.is_some(), dir_disk) {
         (true, true, Some((path, d))) => Some(Projection {
@@ -600,6 +616,16 @@ mod tests {
         assert!(plan
             .summary()
             .contains("disk 90.0% -> 50.0% (target 75.0%)"));
+    }
+
+    #[test]
+    fn the_alert_path_matches_log_dirs_on_its_filesystem() {
+        assert!(same_disk("/var/lib/kafka/data", "/var/lib/kafka"));
+        assert!(same_disk("/var/lib/kafka/data/", "/var/lib/kafka/data"));
+        assert!(same_disk("/data", "/data/kafka-logs"));
+        assert!(same_disk("/data", "/"));
+        assert!(!same_disk("/data2", "/data"));
+        assert!(!same_disk("/var/lib/kafka-logs", "/var/lib/kafka"));
     }
 
     #[test]
