@@ -318,7 +318,9 @@ impl BrokerEngine {
         if !failed {
             rt.seen.insert(key, now);
         }
-        rt.last_code.insert(alert.fingerprint.clone(), code);
+        if alert.status == AlertStatus::Firing {
+            rt.last_code.insert(alert.fingerprint.clone(), code);
+        }
         self.gauges(&ctl, &rt);
         Ok(Some(AlertResult { seq, ..result }))
     }
