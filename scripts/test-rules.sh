@@ -80,13 +80,16 @@ step "amtool check-config"
 run amtool check-config rules/alertmanager.example.yml
 
 step "amtool config routes test"
-# The four alerts the actuator acts on reach it (and people); the stall alert pages only;
-# foreign alerts, including look-alike names, never reach the actuator.
+# The four alerts the actuator acts on reach it (and people); the stall alert and the
+# actuator's own mass-failure alert page only; foreign alerts, including look-alike names,
+# never reach the actuator.
 route_expect kafka-medic-actuator,default alertname=KafkaConsumerLagPersistent cluster=prod consumergroup=billing severity=warning
 route_expect kafka-medic-actuator,default alertname=KafkaBrokerOverloaded cluster=prod broker=1 severity=warning
 route_expect kafka-medic-actuator,default alertname=KafkaBrokerDiskPressure cluster=prod broker=1 path=/var/lib/kafka severity=warning
 route_expect kafka-medic-actuator,kafka-oncall alertname=KafkaBrokerDown cluster=prod broker=1 severity=critical
 route_expect kafka-oncall alertname=KafkaConsumerStalled cluster=prod consumergroup=billing topic=orders severity=critical
+route_expect kafka-oncall alertname=KafkaMedicMassFailure cluster=prod severity=critical
+route_expect default alertname=KafkaMedicMassFailureTest cluster=prod severity=critical
 route_expect default alertname=NodeFilesystemAlmostFull instance=node-1 severity=critical
 route_expect default alertname=KafkaBrokerDownLegacy cluster=prod broker=1 severity=critical
 

@@ -174,6 +174,7 @@ def run(tmp):
             alert("KafkaBrokerOverloaded", cluster="staging", broker="1", severity="warning"),
             lag,
             alert("KafkaConsumerStalled", cluster="prod", consumergroup="billing", topic="orders", severity="critical"),
+            alert("KafkaMedicMassFailure", cluster="prod", severity="critical"),
             alert("NodeDown", cluster="prod", instance="node-1", severity="critical"),
         ]
         status, _ = http_json("POST", base + "/api/v2/alerts", firing)

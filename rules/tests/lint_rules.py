@@ -42,6 +42,7 @@ SHARED_ALERTS = {
     "KafkaBrokerDiskPressure",
     "KafkaBrokerDown",
     "KafkaConsumerStalled",
+    "KafkaMedicMassFailure",
 }
 SEVERITIES = {"critical", "warning", "info"}
 RECORD_NAME = re.compile(r"^[a-z_]+:[a-z0-9_]+:[a-z0-9_]+$")
