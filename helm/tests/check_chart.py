@@ -149,6 +149,7 @@ def case_for(values_files, ns=NAMESPACE):
         "actuator": a["enabled"],
         "actuator_sm": a["serviceMonitor"]["enabled"],
         "policies": a["policies"],
+        "brokers": a.get("brokers") or [],
         "token": a["auth"]["token"],
         "token_key": a["auth"]["tokenKey"],
         "existing_secret": a["auth"]["existingSecret"],

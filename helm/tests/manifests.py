@@ -230,8 +230,11 @@ def check_actuator(objs, case, p):
         return
     config = yaml.safe_load(cm["data"]["actuator.yaml"])
     policies = yaml.safe_load(cm["data"]["policies.yaml"])
-    if policies != {"policies": case.get("policies", [])}:
-        p.append(f"policies.yaml is {policies}, expected the values' policies {case.get('policies', [])}")
+    expected = {"policies": case.get("policies", [])}
+    if case.get("brokers"):
+        expected["brokers"] = case["brokers"]
+    if policies != expected:
+        p.append(f"policies.yaml is {policies}, expected the values' policies and brokers {expected}")
     mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
     key = case.get("token_key", "token")
     if config.get("auth", {}).get("bearer_token_file") != f"{mounts.get('token')}/{key}":
