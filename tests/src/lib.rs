@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod alertmanager;
+pub mod burner;
 pub mod fake_kube;
 pub mod http;
 pub mod kafka;

@@ -61,6 +61,9 @@ pub struct StackSpec {
     pub deployment: String,
     pub initial_replicas: u32,
     pub policy: PolicySpec,
+    /// Entries of the policy file's `brokers:` list (broker remediation), YAML lines starting
+    /// with `  - `; empty for none.
+    pub broker_policies: String,
     /// Appended to the actuator's configuration file (keys not set here).
     pub actuator_extra: String,
     pub dry_run: bool,
@@ -94,6 +97,7 @@ impl Default for StackSpec {
                 lag_threshold: 150,
                 sustain: "8s".into(),
             },
+            broker_policies: String::new(),
             actuator_extra: String::new(),
             dry_run: false,
             reevaluate_interval: "1s".into(),
@@ -124,8 +128,13 @@ impl StackSpec {
     /// The policy file's text.
     pub fn policies_yaml(&self) -> String {
         let p = &self.policy;
+        let brokers = if self.broker_policies.is_empty() {
+            String::new()
+        } else {
+            format!("brokers:\n{}", self.broker_policies)
+        };
         format!(
-            "policies:\n  - cluster: {}\n    consumergroup: {}\n    deployment: {{namespace: {}, name: {}}}\n    min_replicas: {}\n    max_replicas: {}\n    lag_per_replica: {}\n    scale_up_cooldown: {}\n    scale_down_cooldown: {}\n    max_step: {}\n    lag_threshold: {}\n    sustain: {}\n",
+            "policies:\n  - cluster: {}\n    consumergroup: {}\n    deployment: {{namespace: {}, name: {}}}\n    min_replicas: {}\n    max_replicas: {}\n    lag_per_replica: {}\n    scale_up_cooldown: {}\n    scale_down_cooldown: {}\n    max_step: {}\n    lag_threshold: {}\n    sustain: {}\n{brokers}",
             self.cluster,
             self.group,
             self.namespace,

@@ -536,3 +536,143 @@ fn an_actuator_restart_in_the_middle_causes_no_double_action() {
         );
     }
 }
+
+/// A broker-remediation policy with the log-only backend for the stack's cluster.
+fn log_only_brokers(extra: &str) -> String {
+    format!(
+        "  - {{cluster: e2e, backend: log-only, expected_brokers: 3, settle_time: 0s{extra}}}\n"
+    )
+}
+
+/// Broker records of the audit log (records about a broker rather than a Deployment).
+fn broker_records(stack: &Stack, alertname: &str) -> Vec<Value> {
+    stack
+        .audit(&[("cluster", "e2e"), ("broker", "111")])
+        .into_iter()
+        .filter(|r| r["alertname"] == alertname)
+        .collect()
+}
+
+/// Scenario 3: a CPU-burning process standing in for the broker (medic-agent's process source
+/// pointed at it) drives `cluster_broker:kafka_broker_cpu_usage:ratio` above 0.8 and makes
+/// `KafkaBrokerOverloaded` pending in Prometheus; the actuator, with the log-only backend, plans
+/// moving leadership off the broker and audits it.
+///
+/// The recording rule is `rate(kafka_broker_cpu_seconds_total[5m]) / cores`, and `rate` divides
+/// by the whole 5m range, so a broker busy from the start of the scrapes reaches 0.8 after about
+/// 4 minutes of samples: this test takes that long.
+///
+/// Real: the burner, the agent's CPU reading, the scrape, the recording rule, the pending alert,
+/// Alertmanager's routing with the example configuration, the actuator's decision and audit.
+/// Simulated: the rule's fixed `for: 10m`. Instead of waiting ten minutes, the test sends the
+/// pending alert (its labels and rendered annotations, as Prometheus' `/api/v1/alerts` shows
+/// them) to Alertmanager's `/api/v2/alerts` as firing, which is what Prometheus does once `for`
+/// has elapsed.
+#[test]
+fn an_overloaded_broker_gets_a_leadership_move_planned_by_the_log_only_backend() {
+    let burner = medic_e2e::burner::Burner::start();
+    let mut spec = slow_consumer_spec();
+    spec.broker_process = medic_e2e::stack::BrokerProcess::Args(burner.agent_args());
+    spec.broker_policies = log_only_brokers("");
+    let stack = Stack::start(spec);
+    let ratio_q = "cluster_broker:kafka_broker_cpu_usage:ratio{cluster=\"e2e\",broker=\"111\"}";
+    let ratio = wait_until(Duration::from_secs(360), "the CPU ratio above 0.8", || {
+        stack.prometheus.value(ratio_q).filter(|r| *r > 0.8)
+    });
+    assert!(ratio <= 1.1, "CPU ratio {ratio}");
+    let cores = stack
+        .prometheus
+        .value("kafka_broker_cpu_cores{cluster=\"e2e\",broker=\"111\"}")
+        .unwrap();
+    match &burner.mode {
+        medic_e2e::burner::Mode::CgroupV1(_) => {
+            assert_eq!(cores, medic_e2e::burner::QUOTA_CORES, "the burner's quota")
+        }
+        medic_e2e::burner::Mode::Host => assert_eq!(
+            cores,
+            std::thread::available_parallelism().unwrap().get() as f64
+        ),
+    }
+    let pending = wait_until(
+        Duration::from_secs(20),
+        "KafkaBrokerOverloaded pending",
+        || {
+            stack
+                .prometheus
+                .alerts()
+                .into_iter()
+                .find(|a| a["labels"]["alertname"] == "KafkaBrokerOverloaded")
+        },
+    );
+    assert_eq!(pending["state"], "pending", "for: 10m: {pending}");
+    assert_eq!(
+        pending["labels"],
+        serde_json::json!({"alertname": "KafkaBrokerOverloaded", "cluster": "e2e", "broker": "111", "severity": "warning"})
+    );
+    assert!(pending["value"].as_str().unwrap().parse::<f64>().unwrap() > 0.8);
+    assert!(stack
+        .prometheus
+        .query("ALERTS{alertname=\"KafkaBrokerOverloaded\",alertstate=\"firing\"}")
+        .is_empty());
+    // The simulated step: what Prometheus sends once the 10 minutes have passed.
+    let now = jiff::Timestamp::now();
+    stack.alertmanager.post_alerts(&serde_json::json!([{
+        "labels": pending["labels"],
+        "annotations": pending["annotations"],
+        "startsAt": now.to_string(),
+        "endsAt": (now + jiff::SignedDuration::from_secs(240)).to_string(),
+        "generatorURL": format!("http://127.0.0.1:{}/graph", stack.prometheus.port),
+    }]));
+    let rec = wait_until(Duration::from_secs(15), "the broker decision", || {
+        broker_records(&stack, "KafkaBrokerOverloaded")
+            .into_iter()
+            .next()
+    });
+    for (k, v) in [
+        ("trigger", "webhook"),
+        ("alert_status", "firing"),
+        ("outcome", "dry_run"),
+        ("action", "move_leadership"),
+        ("backend", "log-only"),
+        ("phase", "started"),
+        ("cluster", "e2e"),
+        ("broker", "111"),
+    ] {
+        assert_eq!(rec[k], v, "audit field {k} in {rec}");
+    }
+    assert_eq!(rec["dry_run"], true);
+    assert_eq!(
+        rec["message"],
+        "dry run (log-only): would move_leadership: broker 111 (no partition plan without a kafka connection)"
+    );
+    // Re-evaluated every second while it fires, it is not planned again inside the intervals.
+    std::thread::sleep(Duration::from_secs(4));
+    let all = broker_records(&stack, "KafkaBrokerOverloaded");
+    assert_eq!(
+        all.iter().filter(|r| r["outcome"] == "dry_run").count(),
+        1,
+        "{all:#?}"
+    );
+    assert!(
+        all[1..].iter().all(|r| r["outcome"] == "skipped"),
+        "{all:#?}"
+    );
+    let state = stack.actuator_state();
+    assert!(
+        state["broker_alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["alertname"] == "KafkaBrokerOverloaded" && b["broker"] == "111"),
+        "{state}"
+    );
+    assert_eq!(state["broker_remediation"][0]["backend"], "log-only");
+    // Nothing touched a Deployment.
+    assert!(
+        stack.kube.requests().is_empty(),
+        "{}",
+        stack.kube.describe()
+    );
+    drop(stack);
+    drop(burner);
+}
