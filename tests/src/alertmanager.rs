@@ -202,7 +202,13 @@ mod tests {
         assert_eq!(r["continue"], Yaml::Bool(true));
         assert_eq!(r["group_wait"].as_str(), Some("1s"));
         assert_eq!(r["repeat_interval"].as_str(), Some("1m"));
-        let w = &b["receivers"][2]["webhook_configs"][0];
+        let receiver = b["receivers"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"].as_str() == Some(ACTUATOR_RECEIVER))
+            .unwrap();
+        let w = &receiver["webhook_configs"][0];
         assert_eq!(w["url"].as_str(), Some("http://127.0.0.1:1/api/v1/alerts"));
         assert_eq!(w["send_resolved"], Yaml::Bool(true));
         assert_eq!(

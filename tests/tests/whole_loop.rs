@@ -301,7 +301,9 @@ fn a_spike_shorter_than_the_sustain_window_causes_no_action() {
 
 /// Scenario 4: the broker is killed. The sidecar reports `kafka_broker_up 0`, KafkaBrokerDown
 /// fires after its `for: 1m` and reaches the actuator; a lag alert that would scale the
-/// group's Deployment down is held (`broker_trouble`) until the broker is back.
+/// group's Deployment down is held (`broker_trouble`) until the broker is back. The cluster's
+/// broker policy (log-only backend, `down_grace: 20s`) waits out the grace period, counted from
+/// the alert's `startsAt`, before it plans replacing the broker's replicas.
 #[test]
 fn a_dead_broker_fires_kafka_broker_down_and_holds_scale_downs() {
     let mut spec = slow_consumer_spec();
@@ -309,6 +311,7 @@ fn a_dead_broker_fires_kafka_broker_down_and_holds_scale_downs() {
     // 3. Its window (75s) ends after KafkaBrokerDown's fixed `for: 1m`.
     spec.initial_replicas = 6;
     spec.policy.sustain = "75s".into();
+    spec.broker_policies = log_only_brokers(", down_grace: 20s");
     let mut stack = Stack::start(spec);
     let b = stack.tansu.bootstrap();
     let p = medic_e2e::producer(&b);
@@ -404,6 +407,54 @@ fn a_dead_broker_fires_kafka_broker_down_and_holds_scale_downs() {
         "scale-down held while KafkaBrokerDown is active on the cluster"
     );
     assert!(audit_ts(&held) > fired);
+    // The broker policy: inside the grace period (20s from startsAt, the time Prometheus fired
+    // the alert) it waits...
+    let grace = broker_records(&stack, "KafkaBrokerDown");
+    let first = &grace[0];
+    assert_eq!(first["trigger"], "webhook");
+    assert_eq!(first["outcome"], "skipped");
+    assert_eq!(first["reason"], "grace_period");
+    let starts = medic_e2e::observe::rfc3339(first["starts_at"].as_str().unwrap());
+    assert!(
+        near(starts, fired, 1.0),
+        "startsAt {starts} vs the first firing evaluation at {fired}"
+    );
+    let left = 20.0 - (audit_ts(first) - starts);
+    let msg = first["message"].as_str().unwrap();
+    let said: f64 = msg
+        .strip_prefix("broker down for less than the grace period; ")
+        .and_then(|m| m.split_once("s left"))
+        .map(|(n, _)| n.parse().unwrap())
+        .unwrap_or_else(|| panic!("{msg}"));
+    assert!(
+        near(said, left, 1.5),
+        "{msg}: expected about {left:.0}s left"
+    );
+    // ... and once it has passed, the re-evaluation plans replacing the broker's replicas
+    // (log-only: audited, nothing changed).
+    let replace = wait_until(
+        Duration::from_secs(40),
+        "the broker action after the grace",
+        || {
+            broker_records(&stack, "KafkaBrokerDown")
+                .into_iter()
+                .find(|r| r["outcome"] != "skipped")
+        },
+    );
+    assert_eq!(replace["outcome"], "dry_run", "{replace}");
+    assert_eq!(replace["action"], "replace_replicas");
+    assert_eq!(replace["trigger"], "reevaluate");
+    assert_eq!(replace["backend"], "log-only");
+    let acted = audit_ts(&replace);
+    assert!(
+        acted >= starts + 20.0 && acted <= starts + 23.0,
+        "acted {:.1}s after startsAt with a 20s grace",
+        acted - starts
+    );
+    assert!(broker_records(&stack, "KafkaBrokerDown")
+        .iter()
+        .filter(|r| audit_ts(r) < starts + 20.0)
+        .all(|r| r["outcome"] == "skipped" && r["reason"] == "grace_period"));
     // It stays held at every re-evaluation while the broker is down.
     std::thread::sleep(Duration::from_secs(5));
     assert!(stack.kube.patches().is_empty(), "{}", stack.kube.describe());
