@@ -620,7 +620,7 @@ fn broker_records(stack: &Stack, alertname: &str) -> Vec<Value> {
 /// them) to Alertmanager's `/api/v2/alerts` as firing, which is what Prometheus does once `for`
 /// has elapsed.
 #[test]
-fn an_overloaded_broker_gets_a_leadership_move_planned_by_the_log_only_backend() {
+fn a_broker_burning_its_cpu_gets_a_leadership_move_planned_by_the_log_only_backend() {
     let burner = medic_e2e::burner::Burner::start();
     let mut spec = slow_consumer_spec();
     spec.broker_process = medic_e2e::stack::BrokerProcess::Args(burner.agent_args());
