@@ -140,11 +140,6 @@ fn check_catch_up_and_step_down(stack: &Stack, load: &Load, up_at: f64, up_to: u
     });
     let p = &stack.spec.policy;
     let cooldown: f64 = p.scale_down_cooldown.trim_end_matches('s').parse().unwrap();
-    assert!(
-        down.unix() - up_at >= cooldown,
-        "scaled down {:.1}s after the scale-up, inside the {cooldown}s cooldown",
-        down.unix() - up_at
-    );
     let rec = wait_until(Duration::from_secs(10), "the scale-down record", || {
         records_with(stack, |r| {
             r["action"] == "scale_down" && r["outcome"] == "applied"
@@ -152,6 +147,13 @@ fn check_catch_up_and_step_down(stack: &Stack, load: &Load, up_at: f64, up_to: u
         .into_iter()
         .next()
     });
+    // The cooldown counts from the decision (audit `ts`, also the annotation's `at`).
+    assert!(
+        audit_ts(&rec) - up_at >= cooldown,
+        "scaled down {:.3}s after the scale-up, inside the {cooldown}s cooldown",
+        audit_ts(&rec) - up_at
+    );
+    assert!(down.unix() > audit_ts(&rec));
     assert_eq!(rec["from_replicas"], up_to);
     assert_eq!(rec["to_replicas"], down.replicas().unwrap());
     assert!(audit_ts(&rec) >= audit_ts(&resolved) || rec["alert_status"] == "firing");
@@ -194,7 +196,7 @@ fn slow_consumer_is_scaled_up_once_then_down_after_the_cooldown() {
         .filter(|p| p.replicas() > Some(1))
         .collect();
     assert_eq!(ups.len(), 1, "{}", stack.kube.describe());
-    check_catch_up_and_step_down(&stack, &load, up.t_patch, to);
+    check_catch_up_and_step_down(&stack, &load, up.t_decide, to);
     let replicas: Vec<_> = stack
         .scale_patches()
         .iter()
@@ -545,7 +547,7 @@ fn an_actuator_restart_in_the_middle_causes_no_double_action() {
     assert!(dup["seq"].as_u64().unwrap() > first_seq);
     // While the cooldown lasts, no PATCH at all, and the annotation is the one of the first
     // action.
-    let cooldown_end = up.t_patch + 20.0;
+    let cooldown_end = up.t_decide + 20.0;
     while medic_e2e::http::unix_now() < cooldown_end - 0.5 {
         assert_eq!(stack.scale_patches().len(), 1, "{}", stack.kube.describe());
         std::thread::sleep(Duration::from_millis(250));
@@ -575,15 +577,29 @@ fn an_actuator_restart_in_the_middle_causes_no_double_action() {
     wait_until(Duration::from_secs(90), "replicas back at 1", || {
         (stack.replicas() == 1).then_some(())
     });
-    let patches = stack.scale_patches();
-    for w in patches.windows(2) {
-        let up_move = w[1].replicas() > w[0].replicas();
-        let cooldown = if up_move { 20.0 } else { 15.0 };
+    // Cooldowns count from the decision (the audit `ts`, which is also the annotation's `at`).
+    let actions: Vec<Value> = stack
+        .target_audit()
+        .into_iter()
+        .filter(|r| r["outcome"] == "applied")
+        .collect();
+    assert_eq!(
+        actions.len(),
+        stack.scale_patches().len(),
+        "{}",
+        stack.audit_summary()
+    );
+    for w in actions.windows(2) {
+        let cooldown = if w[1]["action"] == "scale_up" {
+            20.0
+        } else {
+            15.0
+        };
+        let gap = audit_ts(&w[1]) - audit_ts(&w[0]);
         assert!(
-            w[1].unix() - w[0].unix() >= cooldown,
-            "two actions {:.1}s apart\n{}",
-            w[1].unix() - w[0].unix(),
-            stack.kube.describe()
+            gap >= cooldown,
+            "two actions {gap:.3}s apart\n{}",
+            stack.audit_summary()
         );
     }
 }
