@@ -21,6 +21,30 @@ pub enum AuthError {
         /// What went wrong.
         message: String,
     },
+    /// The basic-auth user name cannot be sent in an `Authorization: Basic` header.
+    #[error("auth.basic_username: {username:?} {why}")]
+    Username {
+        /// The configured name.
+        username: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
+}
+
+/// Why a basic-auth user name is unusable, if it is: RFC 7617 splits `user:password` at the
+/// first colon, so a name with a colon never matches; an empty name or a control character
+/// cannot be typed into a client either.
+pub fn check_basic_username(username: &str) -> Result<(), &'static str> {
+    if username.is_empty() {
+        return Err("must not be empty");
+    }
+    if username.contains(':') {
+        return Err("must not contain ':' (HTTP basic auth splits user and password at the first colon, RFC 7617)");
+    }
+    if username.chars().any(char::is_control) {
+        return Err("must not contain control characters");
+    }
+    Ok(())
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -67,7 +91,13 @@ impl Auth {
             None => None,
         };
         let basic = match (&cfg.basic_username, &cfg.basic_password_file) {
-            (Some(u), Some(p)) => Some((u.clone(), load("auth.basic_password_file", p)?)),
+            (Some(u), Some(p)) => {
+                check_basic_username(u).map_err(|why| AuthError::Username {
+                    username: u.clone(),
+                    why,
+                })?;
+                Some((u.clone(), load("auth.basic_password_file", p)?))
+            }
             _ => None,
         };
         let open = insecure_no_auth && bearer.is_none() && basic.is_none();
@@ -165,5 +195,35 @@ mod tests {
             err.starts_with("auth.bearer_token_file: cannot read"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn basic_username_with_a_colon_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "secret\n").unwrap();
+        let cfg = |user: &str| AuthConfig {
+            basic_username: Some(user.into()),
+            basic_password_file: Some(pw.clone()),
+            ..Default::default()
+        };
+        let err = Auth::from_config(&cfg("alert:manager"), false)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "auth.basic_username: \"alert:manager\" must not contain ':' (HTTP basic auth splits user and password at the first colon, RFC 7617)"
+        );
+        let err = Auth::from_config(&cfg(""), false).unwrap_err().to_string();
+        assert_eq!(err, "auth.basic_username: \"\" must not be empty");
+        let err = Auth::from_config(&cfg("am\n"), false)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "auth.basic_username: \"am\\n\" must not contain control characters"
+        );
+        let a = Auth::from_config(&cfg("alertmanager"), false).unwrap();
+        assert!(a.check(Some(&format!("Basic {}", b64("alertmanager:secret")))));
     }
 }

@@ -73,9 +73,9 @@ pub struct TlsConfig {
 pub struct AuditConfig {
     /// The current audit file (JSON lines). Rotated files get `.1`, `.2`, ...
     pub path: PathBuf,
-    /// Rotate when the file reaches this many bytes.
+    /// Rotate when the file reaches this many bytes (at least 65536).
     pub max_bytes: u64,
-    /// Rotated files to keep.
+    /// Rotated files to keep (at least 1: the file just rotated is always kept).
     pub max_files: usize,
 }
 
@@ -86,6 +86,37 @@ impl Default for AuditConfig {
             max_bytes: 16 * 1024 * 1024,
             max_files: 5,
         }
+    }
+}
+
+/// Smallest accepted `audit.max_bytes`: one file holds at least 64 records of 1 KiB (a
+/// decision record is a few hundred bytes).
+pub const AUDIT_MIN_MAX_BYTES: u64 = 64 * 1024;
+
+/// Smallest accepted `audit.max_files`: rotation always keeps the file just closed, so the
+/// newest `audit.max_bytes` of answered records (and the highest `seq`) survive a rotation.
+pub const AUDIT_MIN_MAX_FILES: usize = 1;
+
+impl AuditConfig {
+    /// Every problem with the audit settings, naming the key, the value and why.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.path.as_os_str().is_empty() {
+            p.push("audit.path: must not be empty".into());
+        }
+        if self.max_bytes < AUDIT_MIN_MAX_BYTES {
+            p.push(format!(
+                "audit.max_bytes: {} is below {AUDIT_MIN_MAX_BYTES}; a smaller file would rotate every few records and answered records would soon be dropped",
+                self.max_bytes
+            ));
+        }
+        if self.max_files < AUDIT_MIN_MAX_FILES {
+            p.push(format!(
+                "audit.max_files: {} must be at least {AUDIT_MIN_MAX_FILES}; with no rotated file kept, each rotation would delete the records just answered and restart seq at 1",
+                self.max_files
+            ));
+        }
+        p
     }
 }
 
@@ -389,15 +420,7 @@ impl Config {
                 self.body_limit_bytes
             ));
         }
-        if self.audit.max_bytes < 4096 {
-            p.push(format!(
-                "audit.max_bytes: {} is below 4096",
-                self.audit.max_bytes
-            ));
-        }
-        if self.audit.path.as_os_str().is_empty() {
-            p.push("audit.path: must not be empty".into());
-        }
+        p.extend(self.audit.problems());
         if self.kubernetes.retry_attempts == 0 {
             p.push("kubernetes.retry_attempts: 0 must be at least 1".into());
         }
@@ -435,6 +458,11 @@ impl Config {
             ));
         }
         let a = &self.auth;
+        if let Some(user) = &a.basic_username {
+            if let Err(why) = crate::auth::check_basic_username(user) {
+                p.push(format!("auth.basic_username: {user:?} {why}"));
+            }
+        }
         match (&a.basic_username, &a.basic_password_file) {
             (Some(_), None) => {
                 p.push("auth.basic_password_file: required with auth.basic_username".into())
@@ -624,6 +652,107 @@ mod tests {
             assert!(problems.contains(w), "missing {w:?} in {problems:#?}");
         }
         assert_eq!(problems.len(), want.len(), "{problems:#?}");
+    }
+
+    #[test]
+    fn audit_settings_that_would_drop_records_are_refused() {
+        let f = Fixture::new();
+        let args = |files: &str, bytes: &str| Args {
+            policies_file: Some(f.path("policies.yaml")),
+            auth_bearer_token_file: Some(f.path("token")),
+            audit_max_files: Some(files.into()),
+            audit_max_bytes: Some(bytes.into()),
+            ..Default::default()
+        };
+        let err = Config::load(&args("0", "4096"), &BTreeMap::new()).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(
+            problems,
+            &vec![
+                "audit.max_bytes: 4096 is below 65536; a smaller file would rotate every few records and answered records would soon be dropped".to_string(),
+                "audit.max_files: 0 must be at least 1; with no rotated file kept, each rotation would delete the records just answered and restart seq at 1".to_string(),
+            ]
+        );
+        // The smallest accepted values are exactly the documented minimums.
+        let c = Config::load(&args("1", "65536"), &BTreeMap::new()).unwrap();
+        assert_eq!(
+            (c.audit.max_files, c.audit.max_bytes),
+            (AUDIT_MIN_MAX_FILES, AUDIT_MIN_MAX_BYTES)
+        );
+        let err = Config::load(&args("1", "65535"), &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("audit.max_bytes: 65535 is below 65536"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn basic_username_with_a_colon_is_refused() {
+        let f = Fixture::new();
+        let args = Args {
+            policies_file: Some(f.path("policies.yaml")),
+            auth_basic_username: Some("alert:manager".into()),
+            auth_basic_password_file: Some(f.path("token")),
+            ..Default::default()
+        };
+        let err = Config::load(&args, &BTreeMap::new()).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(
+            problems,
+            &vec!["auth.basic_username: \"alert:manager\" must not contain ':' (HTTP basic auth splits user and password at the first colon, RFC 7617)".to_string()]
+        );
+    }
+
+    #[test]
+    fn http_limits_have_defaults_keys_and_checks() {
+        let f = Fixture::new();
+        let file = f.write(
+            "c.yaml",
+            &format!(
+                "policies_file: {}\ninsecure_no_auth: true\nhttp: {{header_read_timeout: 3s, max_connections: 64}}\n",
+                f.path("policies.yaml")
+            ),
+        );
+        let args = Args {
+            config: Some(file),
+            http_max_connections: Some("32".into()),
+            ..Default::default()
+        };
+        let e = env(&[("MEDIC_ACTUATOR_HTTP_IDLE_TIMEOUT", "90s")]);
+        let c = Config::load(&args, &e).unwrap();
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(3), "file");
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(90), "env");
+        assert_eq!(c.http.max_connections, 32, "flag");
+        let d = HttpConfig::default();
+        assert_eq!(
+            (d.header_read_timeout, d.idle_timeout, d.max_connections),
+            (Duration::from_secs(10), Duration::from_secs(60), 1024)
+        );
+
+        let args = Args {
+            policies_file: Some(f.path("policies.yaml")),
+            insecure_no_auth: true,
+            http_max_connections: Some("0".into()),
+            http_header_read_timeout: Some("10ms".into()),
+            ..Default::default()
+        };
+        let err = Config::load(&args, &BTreeMap::new()).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(
+            problems,
+            &vec![
+                "http.header_read_timeout: 10ms is below 100ms".to_string(),
+                "http.max_connections: 0 must be at least 1".into(),
+            ]
+        );
     }
 
     #[test]

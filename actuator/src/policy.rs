@@ -197,13 +197,30 @@ fn valid_dns_label(s: &str, max: usize, allow_dot: bool) -> bool {
 }
 
 impl Policies {
-    /// Load and validate a policy file.
+    /// Load and validate a policy file. A file with no policy at all is valid, and logs a warning
+    /// (see [`Policies::empty_warning`]).
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, path)
+        let policies = Self::parse(&text, path)?;
+        if let Some(warning) = policies.empty_warning() {
+            tracing::warn!(path = %path.display(), policies = 0, "{warning}");
+        }
+        Ok(policies)
+    }
+
+    /// True when there is neither a scaling policy nor broker remediation.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty() && self.brokers.is_empty()
+    }
+
+    /// The start-up warning for a policy file that makes the actuator do nothing.
+    pub fn empty_warning(&self) -> Option<&'static str> {
+        self.is_empty().then_some(
+            "the policy file has no policies and no brokers: medic-actuator will change nothing, every lag alert is audited as skipped (no_policy)",
+        )
     }
 
     /// Parse and validate policy YAML; `path` is only used in messages.
@@ -485,6 +502,19 @@ policies:
         assert_eq!(k.throttle_bytes_per_second, Some(52_428_800));
         assert_eq!(k.kafka.as_ref().unwrap().bootstrap_servers.len(), 2);
         assert!(!p.broker("prod-us1").unwrap().reads_metadata());
+    }
+
+    #[test]
+    fn an_empty_policy_file_is_valid_but_warned_about() {
+        let empty = Policies::parse("policies: []\n", Path::new("p.yaml")).unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(
+            empty.empty_warning(),
+            Some("the policy file has no policies and no brokers: medic-actuator will change nothing, every lag alert is audited as skipped (no_policy)")
+        );
+        let good = Policies::parse(GOOD, Path::new("p.yaml")).unwrap();
+        assert!(!good.is_empty());
+        assert_eq!(good.empty_warning(), None);
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub struct AuditOptions {
     pub path: PathBuf,
     /// Rotate once the current file reaches this size.
     pub max_bytes: u64,
-    /// Rotated files kept.
+    /// Rotated files kept; 0 is taken as 1. The file just rotated is always kept, so rotation
+    /// never deletes a record it has just answered and `seq` survives a restart.
     pub max_files: usize,
 }
 
@@ -89,10 +90,12 @@ fn repair_tail(path: &Path) -> Result<u64, AuditError> {
 
 impl AuditLog {
     /// Open (or create) the log, repair a torn tail, read back what is there, and start the writer.
+    /// `seq` continues from the highest one found in the current or any kept rotated file.
     pub fn open(
-        options: AuditOptions,
+        mut options: AuditOptions,
         observer: Option<CommitObserver>,
     ) -> Result<(Self, Recovered), AuditError> {
+        options.max_files = options.max_files.max(1);
         let path = options.path.clone();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -260,12 +263,8 @@ impl Writer {
 
     fn rotate(&mut self) -> std::io::Result<()> {
         let path = &self.options.path;
-        let n = self.options.max_files;
-        if n == 0 {
-            self.file.set_len(0)?;
-            self.size = 0;
-            return Ok(());
-        }
+        // At least one rotated file: the records just answered move to `path.1`, never away.
+        let n = self.options.max_files.max(1);
         let oldest = rotated_path(path, n);
         if oldest.exists() {
             std::fs::remove_file(&oldest)?;
@@ -447,6 +446,94 @@ mod tests {
                 .await
                 .unwrap(),
             vec![41]
+        );
+    }
+
+    /// Every seq found in the current file and `path.1 ..= path.n`.
+    fn seqs_on_disk(path: &Path, n: usize) -> Vec<u64> {
+        let mut seqs: Vec<u64> = (1..=n)
+            .map(|i| rotated_path(path, i))
+            .chain([path.to_path_buf()])
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .flat_map(|t| parse_lines(&t).0)
+            .map(|r| r.seq)
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    }
+
+    #[tokio::test]
+    async fn max_files_zero_keeps_answered_records_and_seq_continues_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let zero = AuditOptions {
+            max_files: 0,
+            ..opts(dir.path(), 600)
+        };
+        let (log, _) = AuditLog::open(zero.clone(), None).unwrap();
+        assert_eq!(log.options().max_files, 1, "0 is taken as 1");
+        for i in 1..=10u64 {
+            let seq = log
+                .append(vec![rec(i as i64, "a/b", Outcome::Applied)])
+                .await
+                .unwrap();
+            assert_eq!(seq, vec![i]);
+            let on_disk = seqs_on_disk(&path, 1);
+            assert!(
+                on_disk.contains(&i),
+                "answered record {i} is not on disk after rotation: {on_disk:?}"
+            );
+        }
+        assert!(rotated_path(&path, 1).exists(), "600 bytes rotated");
+        drop(log);
+        let (log, found) = AuditLog::open(zero, None).unwrap();
+        assert_eq!(
+            found.records.iter().map(|r| r.seq).max(),
+            Some(10),
+            "the newest record survives a rotation and a restart"
+        );
+        assert_eq!(
+            log.append(vec![rec(11, "a/b", Outcome::Applied)])
+                .await
+                .unwrap(),
+            vec![11],
+            "seq continues after a restart instead of starting again at 1"
+        );
+    }
+
+    #[tokio::test]
+    async fn smallest_allowed_settings_keep_ten_records_and_seq_after_rotation() {
+        use crate::config::{AUDIT_MIN_MAX_BYTES, AUDIT_MIN_MAX_FILES};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let smallest = AuditOptions {
+            path: path.clone(),
+            max_bytes: AUDIT_MIN_MAX_BYTES,
+            max_files: AUDIT_MIN_MAX_FILES,
+        };
+        // Records far larger than real ones (7 KB each), so ten of them force a rotation.
+        let big = |i: i64| AuditRecord {
+            message: format!("record {i} {}", "x".repeat(7000)),
+            ..rec(i, "a/b", Outcome::Applied)
+        };
+        let (log, _) = AuditLog::open(smallest.clone(), None).unwrap();
+        for i in 1..=10 {
+            log.append(vec![big(i)]).await.unwrap();
+        }
+        assert!(rotated_path(&path, 1).exists(), "ten records rotated once");
+        drop(log);
+        let (log, found) = AuditLog::open(smallest, None).unwrap();
+        assert_eq!(
+            found.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (1..=10).collect::<Vec<u64>>(),
+            "all ten answered records are readable"
+        );
+        assert!(found.records[9].message.starts_with("record 10 "));
+        assert_eq!(
+            log.append(vec![rec(11, "a/b", Outcome::Applied)])
+                .await
+                .unwrap(),
+            vec![11]
         );
     }
 
