@@ -25,6 +25,9 @@ pub enum PayloadError {
     /// A version other than "4".
     #[error("unsupported webhook payload version {0:?}, expected \"4\"")]
     Version(String),
+    /// `version` is not a string (e.g. the number 4).
+    #[error("webhook payload `version` must be the string \"4\", got {0}")]
+    VersionType(String),
     /// An alert lacks what the actuator needs.
     #[error("alerts[{index}] ({alertname}): {problem}")]
     Alert {
@@ -207,6 +210,19 @@ fn parse_lag(s: &str) -> Option<u64> {
     }
 }
 
+/// A JSON value's type and value, for messages: `the number 4`, `null`.
+fn json_kind(v: &serde_json::Value) -> String {
+    let kind = match v {
+        serde_json::Value::Null => return "null".into(),
+        serde_json::Value::Bool(_) => "the boolean",
+        serde_json::Value::Number(_) => "the number",
+        serde_json::Value::String(_) => "the string",
+        serde_json::Value::Array(_) => return "an array".into(),
+        serde_json::Value::Object(_) => return "an object".into(),
+    };
+    format!("{kind} {v}")
+}
+
 /// Parse and validate a webhook body. Every alert is checked before anything is acted on.
 pub fn parse_payload(body: &[u8]) -> Result<(WebhookPayload, Vec<Alert>), PayloadError> {
     // Check the version first, so a v3 payload gets the version message rather than a field error.
@@ -215,7 +231,7 @@ pub fn parse_payload(body: &[u8]) -> Result<(WebhookPayload, Vec<Alert>), Payloa
     match value.get("version") {
         Some(serde_json::Value::String(v)) if v == "4" => {}
         Some(serde_json::Value::String(v)) => return Err(PayloadError::Version(v.clone())),
-        Some(other) => return Err(PayloadError::Version(other.to_string())),
+        Some(other) => return Err(PayloadError::VersionType(json_kind(other))),
         None => return Err(PayloadError::Malformed("missing field `version`".into())),
     }
     let payload: WebhookPayload =
@@ -348,6 +364,9 @@ mod tests {
             (b"{not json".to_vec(), "malformed webhook payload: key must be a string at line 1 column 2"),
             (br#"{"version":"3","status":"firing","alerts":[]}"#.to_vec(), "unsupported webhook payload version \"3\", expected \"4\""),
             (br#"{"status":"firing","alerts":[]}"#.to_vec(), "malformed webhook payload: missing field `version`"),
+            (br#"{"version":4,"status":"firing","alerts":[]}"#.to_vec(), "webhook payload `version` must be the string \"4\", got the number 4"),
+            (br#"{"version":null,"status":"firing","alerts":[]}"#.to_vec(), "webhook payload `version` must be the string \"4\", got null"),
+            (br#"{"version":["4"],"status":"firing","alerts":[]}"#.to_vec(), "webhook payload `version` must be the string \"4\", got an array"),
             (br#"{"version":"4","status":"firing"}"#.to_vec(), "malformed webhook payload: missing field `alerts`"),
             (br#"{"version":"4","status":"burning","alerts":[]}"#.to_vec(), "malformed webhook payload: unknown variant `burning`, expected `firing` or `resolved`"),
             (lag_payload(r#""cluster":"prod""#, ""), "alerts[0] (KafkaConsumerLagPersistent): missing label `consumergroup`"),

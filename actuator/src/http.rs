@@ -1,17 +1,18 @@
 //! HTTP API: warp filters, typed rejections and the one `recover`.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
-use warp::http::StatusCode;
+use tokio::sync::Semaphore;
+use warp::http::{HeaderMap, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 use crate::alert::parse_payload;
-use crate::audit::{read_log, AuditQuery};
+use crate::audit::{read_log, AuditQuery, MAX_LIMIT};
 use crate::auth::Auth;
 use crate::engine::Engine;
 use crate::telemetry::{self, Telemetry};
@@ -87,6 +88,36 @@ pub async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> 
         )
     } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
         (StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+    } else if let Some(e) = r.find::<warp::reject::InvalidHeader>() {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid request header {:?}", e.name()),
+        )
+    } else if let Some(e) = r.find::<warp::reject::MissingHeader>() {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("missing request header {:?}", e.name()),
+        )
+    } else if r.find::<warp::reject::LengthRequired>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "a Content-Length header is required".into(),
+        )
+    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body is too large".into(),
+        )
+    } else if r.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the request's Content-Type is not supported".into(),
+        )
     } else {
         tracing::warn!(rejection = ?r, "unhandled rejection");
         (
@@ -117,15 +148,45 @@ fn with_api(api: Arc<Api>) -> impl Filter<Extract = (Arc<Api>,), Error = Infalli
     warp::any().map(move || api.clone())
 }
 
+/// Whether the request's `Authorization` header is accepted. The raw bytes are read: a value
+/// that is not UTF-8 (e.g. byte 0xff) cannot hold valid credentials, so it is a 401 like any
+/// wrong token (unless authentication is off).
+fn authorized(auth: &Auth, headers: &HeaderMap) -> bool {
+    match headers.get(warp::http::header::AUTHORIZATION) {
+        None => auth.check(None),
+        Some(v) => match std::str::from_utf8(v.as_bytes()) {
+            Ok(text) => auth.check(Some(text)),
+            Err(_) => auth.is_open(),
+        },
+    }
+}
+
 fn authenticated(api: Arc<Api>) -> impl Filter<Extract = (Arc<Api>,), Error = Rejection> + Clone {
-    with_api(api)
-        .and(warp::header::optional::<String>("authorization"))
-        .and_then(|api: Arc<Api>, header: Option<String>| async move {
-            if api.auth.check(header.as_deref()) {
+    with_api(api).and(warp::header::headers_cloned()).and_then(
+        |api: Arc<Api>, headers: HeaderMap| async move {
+            if authorized(&api.auth, &headers) {
                 Ok(api)
             } else {
                 Err(warp::reject::custom(ApiError::Unauthorized))
             }
+        },
+    )
+}
+
+/// The `Content-Length` header, if any; a value that is not a number is a 400 naming it.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(warp::http::header::CONTENT_LENGTH) else {
+        return Ok(None);
+    };
+    std::str::from_utf8(v.as_bytes())
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Content-Length header {:?} is not a number of bytes",
+                String::from_utf8_lossy(v.as_bytes())
+            ))
         })
 }
 
@@ -161,11 +222,12 @@ where
 
 fn body(api: Arc<Api>) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     let limit = api.body_limit;
-    warp::header::optional::<u64>("content-length")
+    warp::header::headers_cloned()
         .and(warp::body::stream())
-        .and_then(
-            move |len: Option<u64>, s| async move { read_limited(limit, len, Box::pin(s)).await },
-        )
+        .and_then(move |headers: HeaderMap, s| async move {
+            let len = content_length(&headers).map_err(warp::reject::custom)?;
+            read_limited(limit, len, Box::pin(s)).await
+        })
 }
 
 async fn post_alerts(api: Arc<Api>, body: Bytes) -> Result<warp::reply::Response, Rejection> {
@@ -213,9 +275,59 @@ fn enum_value<T: serde::de::DeserializeOwned>(k: &str, v: &str, what: &str) -> R
         .map_err(|_| format!("{k}={v:?} is not a valid {what}"))
 }
 
-fn parse_audit_query(q: HashMap<String, String>) -> Result<AuditQuery, String> {
+/// Decode one `application/x-www-form-urlencoded` component: `+` is a space, `%XX` a byte,
+/// and the result must be UTF-8.
+fn form_decode(s: &str) -> Result<String, String> {
+    let raw = s.as_bytes();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = raw
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("{s:?} has a `%` not followed by two hex digits"))?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+}
+
+/// The query string as ordered (name, value) pairs; a malformed encoding is an error naming it.
+fn query_pairs(raw: &str) -> Result<Vec<(String, String)>, String> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = form_decode(k).map_err(|e| format!("query parameter name {e}"))?;
+            let v = form_decode(v).map_err(|e| format!("query parameter {k:?}: value {e}"))?;
+            Ok((k, v))
+        })
+        .collect()
+}
+
+/// The query string, or "" when the URL has none.
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+fn parse_audit_query(raw: &str) -> Result<AuditQuery, String> {
     let mut out = AuditQuery::default();
-    for (k, v) in q {
+    let mut seen: Vec<String> = Vec::new();
+    for (k, v) in query_pairs(raw)? {
+        if seen.contains(&k) {
+            return Err(format!(
+                "query parameter {k:?} is given more than once; give it once"
+            ));
+        }
         match k.as_str() {
             "target" => out.target = Some(v),
             "action" => out.action = Some(enum_value(&k, &v, "action (scale_up, scale_down, none, pause, resume, move_leadership, move_replicas, replace_replicas)")?),
@@ -225,26 +337,88 @@ fn parse_audit_query(q: HashMap<String, String>) -> Result<AuditQuery, String> {
             "broker" => out.broker = Some(v),
             "since" => out.since = Some(v.parse().map_err(|e| format!("since={v:?}: {e}"))?),
             "until" => out.until = Some(v.parse().map_err(|e| format!("until={v:?}: {e}"))?),
-            "limit" => out.limit = Some(v.parse().map_err(|e| format!("limit={v:?}: {e}"))?),
+            "limit" => {
+                let n = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        format!("limit={v:?}: must be a whole number from 1 to {MAX_LIMIT}")
+                    })?;
+                out.limit = Some(n);
+            }
             _ => {
                 return Err(format!(
                     "unknown query parameter {k:?}; expected target, action, outcome, reason, cluster, broker, since, until, limit"
                 ))
             }
         }
+        seen.push(k);
     }
     Ok(out)
 }
 
+/// At most `max` audit reads run at once, each on a blocking thread (never on the runtime's
+/// workers); a request finding them all busy waits up to `wait`, then gets 503.
+#[derive(Clone)]
+pub struct AuditReaders {
+    permits: Arc<Semaphore>,
+    max: usize,
+    wait: Duration,
+}
+
+/// Audit reads that may run at once.
+pub const AUDIT_READERS: usize = 4;
+/// How long an audit read waits for a free reader before a 503.
+pub const AUDIT_READ_WAIT: Duration = Duration::from_secs(5);
+
+impl AuditReaders {
+    /// `max` readers at once; others wait up to `wait`.
+    pub fn new(max: usize, wait: Duration) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            wait,
+        }
+    }
+
+    /// Run `read` on a blocking thread once a reader is free. The permit is held by the blocking
+    /// task, so a client that hangs up does not free a reader that is still reading.
+    pub async fn run<T, F>(&self, read: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let permit = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                ApiError::Unavailable(format!(
+                    "{} audit reads are already running and none finished within {:?}; retry later",
+                    self.max, self.wait
+                ))
+            })?
+            .map_err(|_| ApiError::Internal("the audit reader limit is closed".into()))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            read()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("audit read task: {e}")))
+    }
+}
+
 async fn get_audit(
     api: Arc<Api>,
-    q: HashMap<String, String>,
+    raw: String,
+    readers: AuditReaders,
 ) -> Result<warp::reply::Response, Rejection> {
-    let query = parse_audit_query(q).map_err(|m| warp::reject::custom(ApiError::BadRequest(m)))?;
+    let query =
+        parse_audit_query(&raw).map_err(|m| warp::reject::custom(ApiError::BadRequest(m)))?;
     let opts = api.engine.audit().options().clone();
-    let page = tokio::task::spawn_blocking(move || read_log(&opts.path, opts.max_files, &query))
+    let page = readers
+        .run(move || read_log(&opts.path, opts.max_files, &query))
         .await
-        .map_err(|e| warp::reject::custom(ApiError::Internal(e.to_string())))?
+        .map_err(warp::reject::custom)?
         .map_err(|e| warp::reject::custom(ApiError::Internal(e.to_string())))?;
     Ok(json_status(&page, StatusCode::OK))
 }
@@ -282,6 +456,7 @@ async fn get_metrics(api: Arc<Api>) -> Result<warp::reply::Response, Rejection> 
 /// All routes, with the one `recover` and webhook accounting by result.
 pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let v1 = warp::path("api").and(warp::path("v1"));
+    let readers = AuditReaders::new(AUDIT_READERS, AUDIT_READ_WAIT);
     let alerts = v1
         .and(warp::path("alerts"))
         .and(warp::path::end())
@@ -306,7 +481,8 @@ pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(warp::path::end())
         .and(warp::get())
         .and(authenticated(api.clone()))
-        .and(warp::query::<HashMap<String, String>>())
+        .and(raw_query())
+        .and(warp::any().map(move || readers.clone()))
         .and_then(get_audit);
     let state = v1
         .and(warp::path("state"))
@@ -349,4 +525,113 @@ pub fn routes(api: Arc<Api>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .recover(recover)
         .unify()
         .with(log)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_query_is_parsed_strictly() {
+        let q =
+            parse_audit_query("target=shop%2Forders+x&limit=1000&reason=&outcome=applied").unwrap();
+        assert_eq!(q.target.as_deref(), Some("shop/orders x"));
+        assert_eq!(q.limit, Some(1000));
+        assert_eq!(q.reason.as_deref(), Some(""));
+        assert!(parse_audit_query("").unwrap().limit.is_none());
+        let cases = [
+            ("limit=0", "limit=\"0\": must be a whole number from 1 to 1000"),
+            ("limit=1001", "limit=\"1001\": must be a whole number from 1 to 1000"),
+            ("limit=-1", "limit=\"-1\": must be a whole number from 1 to 1000"),
+            ("limit=", "limit=\"\": must be a whole number from 1 to 1000"),
+            (
+                "limit=5&target=a&limit=6",
+                "query parameter \"limit\" is given more than once; give it once",
+            ),
+            (
+                "target=a&target=a",
+                "query parameter \"target\" is given more than once; give it once",
+            ),
+            (
+                "target=%ff",
+                "query parameter \"target\": value \"%ff\" is not UTF-8 once decoded",
+            ),
+            (
+                "target=%zz",
+                "query parameter \"target\": value \"%zz\" has a `%` not followed by two hex digits",
+            ),
+            (
+                "target=%+f",
+                "query parameter \"target\": value \"%+f\" has a `%` not followed by two hex digits",
+            ),
+            (
+                "lim%it=1",
+                "query parameter name \"lim%it\" has a `%` not followed by two hex digits",
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(parse_audit_query(raw).unwrap_err(), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn authorization_bytes_that_are_not_utf8_are_invalid_credentials() {
+        let auth = Auth::new(Some("tok"), None, false);
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&auth, &h));
+        h.insert(
+            warp::http::header::AUTHORIZATION,
+            warp::http::HeaderValue::from_bytes(b"Bearer tok\xff").unwrap(),
+        );
+        assert!(!authorized(&auth, &h));
+        h.insert(
+            warp::http::header::AUTHORIZATION,
+            warp::http::HeaderValue::from_static("Bearer tok"),
+        );
+        assert!(authorized(&auth, &h));
+        let open = Auth::new(None, None, true);
+        h.insert(
+            warp::http::header::AUTHORIZATION,
+            warp::http::HeaderValue::from_bytes(b"\xff").unwrap(),
+        );
+        assert!(authorized(&open, &h), "no authentication configured");
+    }
+
+    #[tokio::test]
+    async fn audit_readers_are_bounded_and_the_rest_get_503() {
+        let readers = AuditReaders::new(1, Duration::from_secs(1));
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let readers = readers.clone();
+            tokio::spawn(async move {
+                readers
+                    .run(move || {
+                        started_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                        "first"
+                    })
+                    .await
+            })
+        };
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+            .await
+            .unwrap();
+        let Err(ApiError::Unavailable(m)) = readers.run(|| "second").await else {
+            panic!("the second reader must be refused while the first runs")
+        };
+        assert_eq!(
+            m,
+            "1 audit reads are already running and none finished within 1s; retry later"
+        );
+        // A waiting reader runs as soon as the running one ends.
+        let waiting = {
+            let readers = readers.clone();
+            tokio::spawn(async move { readers.run(|| "third").await })
+        };
+        release_tx.send(()).unwrap();
+        assert_eq!(busy.await.unwrap().unwrap(), "first");
+        assert_eq!(waiting.await.unwrap().unwrap(), "third");
+    }
 }

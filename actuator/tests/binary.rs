@@ -171,7 +171,7 @@ async fn kill_9_during_a_burst_loses_no_answered_record() {
 
     let run = Running::start(&cfg);
     let r = c
-        .get(run.url("/api/v1/audit?limit=10000"))
+        .get(run.url("/api/v1/audit?limit=1000"))
         .bearer_auth(TOKEN)
         .send()
         .await

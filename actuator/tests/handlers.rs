@@ -411,7 +411,7 @@ async fn audit_endpoint_filters_by_target_action_outcome_and_time() {
     let (_, b) = get("?limit=1").await;
     assert_eq!(
         (fps(&b), b["truncated"].clone()),
-        (vec!["a2".to_string()], json!(2))
+        (vec!["a2".to_string()], json!(true))
     );
     let (s, b) = get("?action=explode").await;
     assert_eq!(s, 400);
@@ -421,6 +421,200 @@ async fn audit_endpoint_filters_by_target_action_outcome_and_time() {
     );
     let (s, b) = get("?since=yesterday").await;
     assert_eq!(s, 400, "{b}");
+    let (s, b) = get("?limit=3").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (fps(&b), b["truncated"].clone()),
+        (
+            vec!["a1".to_string(), "b1".into(), "a2".into()],
+            json!(false)
+        )
+    );
+}
+
+/// Sends one request with raw header bytes; the status and the JSON body.
+async fn raw_request(
+    h: &Harness,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+) -> (u16, Value) {
+    let mut r = warp::test::request()
+        .method(method)
+        .path(path)
+        .body(body.to_vec());
+    for (k, v) in headers {
+        r = r.header(*k, warp::http::HeaderValue::from_bytes(v).unwrap());
+    }
+    let resp = r
+        .reply(&medic_actuator::http::routes(h.app.api.clone()))
+        .await;
+    let body = serde_json::from_slice(resp.body())
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(resp.body()).into()));
+    (resp.status().as_u16(), body)
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_never_a_500() {
+    let files = Files::new();
+    let h = harness_with(&files, fake_kube(), |_| {}).await;
+    h.prom.set_lag("prod", "orders", 9000.0);
+    let good = payload(
+        "firing",
+        vec![lag_alert("firing", "fp1", "prod", "orders", None)],
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let mut not_utf8 = bearer.clone().into_bytes();
+    not_utf8.push(0xff);
+    let unauthorized =
+        json!({"error": "unauthorized", "message": "missing or invalid credentials"});
+    let bad = |m: &str| json!({"error": "bad_request", "message": m});
+    let limit_msg = |v: &str| {
+        bad(&format!(
+            "limit={v:?}: must be a whole number from 1 to 1000"
+        ))
+    };
+    let cases: Vec<(&str, &str, &str, Vec<(&str, &[u8])>, &[u8], u16, Value)> = vec![
+        (
+            "0xff in Authorization, webhook",
+            "POST",
+            "/api/v1/alerts",
+            vec![("authorization", &not_utf8)],
+            &good,
+            401,
+            unauthorized.clone(),
+        ),
+        (
+            "0xff alone in Authorization, audit",
+            "GET",
+            "/api/v1/audit",
+            vec![("authorization", b"\xff")],
+            b"",
+            401,
+            unauthorized.clone(),
+        ),
+        (
+            "Content-Length not a number",
+            "POST",
+            "/api/v1/alerts",
+            vec![
+                ("authorization", bearer.as_bytes()),
+                ("content-length", b"abc"),
+            ],
+            &good,
+            400,
+            bad("Content-Length header \"abc\" is not a number of bytes"),
+        ),
+        (
+            "Content-Length not UTF-8",
+            "POST",
+            "/api/v1/alerts",
+            vec![
+                ("authorization", bearer.as_bytes()),
+                ("content-length", b"1\xff"),
+            ],
+            &good,
+            400,
+            bad("Content-Length header \"1\u{fffd}\" is not a number of bytes"),
+        ),
+        (
+            "version a number",
+            "POST",
+            "/api/v1/alerts",
+            vec![("authorization", bearer.as_bytes())],
+            br#"{"version":4,"status":"firing","alerts":[]}"#,
+            400,
+            bad("webhook payload `version` must be the string \"4\", got the number 4"),
+        ),
+        (
+            "limit=0",
+            "GET",
+            "/api/v1/audit?limit=0",
+            vec![("authorization", bearer.as_bytes())],
+            b"",
+            400,
+            limit_msg("0"),
+        ),
+        (
+            "limit above the cap",
+            "GET",
+            "/api/v1/audit?limit=10000",
+            vec![("authorization", bearer.as_bytes())],
+            b"",
+            400,
+            limit_msg("10000"),
+        ),
+        (
+            "limit not a number",
+            "GET",
+            "/api/v1/audit?limit=ten",
+            vec![("authorization", bearer.as_bytes())],
+            b"",
+            400,
+            limit_msg("ten"),
+        ),
+        (
+            "repeated parameter",
+            "GET",
+            "/api/v1/audit?limit=1&limit=2",
+            vec![("authorization", bearer.as_bytes())],
+            b"",
+            400,
+            bad("query parameter \"limit\" is given more than once; give it once"),
+        ),
+        (
+            "value not UTF-8",
+            "GET",
+            "/api/v1/audit?target=%ff",
+            vec![("authorization", bearer.as_bytes())],
+            b"",
+            400,
+            bad("query parameter \"target\": value \"%ff\" is not UTF-8 once decoded"),
+        ),
+        (
+            "bad percent-encoding",
+            "GET",
+            "/api/v1/audit?target=%2",
+            vec![("authorization", bearer.as_bytes())],
+            b"",
+            400,
+            bad(
+                "query parameter \"target\": value \"%2\" has a `%` not followed by two hex digits",
+            ),
+        ),
+    ];
+    for (name, method, path, headers, body, want_status, want_body) in &cases {
+        let (status, resp) = raw_request(&h, method, path, headers, body).await;
+        assert_eq!((status, &resp), (*want_status, want_body), "{name}");
+    }
+    assert!(h.kube.writes().is_empty(), "nothing written");
+    assert!(
+        audit_lines(&files.audit_path()).is_empty(),
+        "nothing audited"
+    );
+
+    // The same requests, well formed, are served.
+    let (status, resp) = raw_request(
+        &h,
+        "POST",
+        "/api/v1/alerts",
+        &[("authorization", bearer.as_bytes())],
+        &good,
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
+    let (status, resp) = raw_request(
+        &h,
+        "GET",
+        "/api/v1/audit?limit=1000&target=shop%2Forders-consumer",
+        &[("authorization", bearer.as_bytes())],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["records"][0]["fingerprint"], "fp1");
+    assert_eq!(resp["truncated"], false);
 }
 
 #[tokio::test]

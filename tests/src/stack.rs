@@ -301,7 +301,7 @@ impl Stack {
     pub fn try_audit(&self, params: &[(&str, &str)]) -> Result<Vec<Value>, String> {
         let mut p = params.to_vec();
         if !p.iter().any(|(k, _)| *k == "limit") {
-            p.push(("limit", "10000"));
+            p.push(("limit", "1000"));
         }
         let url = with_query("/api/v1/audit", &p);
         let auth = format!("Bearer {TOKEN}");

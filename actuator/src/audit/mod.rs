@@ -1,7 +1,9 @@
 //! The audit log: one JSON line per decision, durable before the webhook is answered.
 
+mod reader;
 mod writer;
 
+pub use reader::{read_log, DEFAULT_LIMIT, MAX_LIMIT};
 pub use writer::{AuditLog, AuditOptions, Recovered};
 
 use jiff::Timestamp;
@@ -253,7 +255,8 @@ pub struct AuditQuery {
     pub since: Option<Timestamp>,
     /// Only records before this time (RFC 3339).
     pub until: Option<Timestamp>,
-    /// At most this many records, the most recent ones (default 100, at most 10000).
+    /// At most this many records, the most recent ones ([`DEFAULT_LIMIT`] when absent; the
+    /// reader clamps it to `1..=`[`MAX_LIMIT`], the API refuses values outside that range).
     pub limit: Option<usize>,
 }
 
@@ -287,10 +290,14 @@ impl AuditQuery {
 pub struct AuditPage {
     /// Matching records, oldest first.
     pub records: Vec<AuditRecord>,
-    /// Matching records left out by `limit`.
-    pub truncated: usize,
-    /// Lines that did not parse (torn or foreign), skipped.
+    /// Whether older matching records were left out by `limit` (the reader stops at the first
+    /// one, so they are not counted).
+    pub truncated: bool,
+    /// Lines that did not parse (torn or foreign) among the lines read, skipped.
     pub invalid_lines: usize,
+    /// Bytes read from the files (not serialized; for tests and the benchmark).
+    #[serde(skip)]
+    pub bytes_read: u64,
 }
 
 /// The log files from oldest to newest: `path.N`, ..., `path.1`, `path`.
@@ -325,28 +332,4 @@ pub fn parse_lines(text: &str) -> (Vec<AuditRecord>, usize) {
         }
     }
     (out, bad)
-}
-
-/// Read every file of the log and apply the query (blocking; call from `spawn_blocking`).
-pub fn read_log(path: &Path, max_files: usize, q: &AuditQuery) -> Result<AuditPage, AuditError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let mut matching = Vec::new();
-    let mut invalid_lines = 0;
-    for file in log_files(path, max_files) {
-        let text = match std::fs::read(&file) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(AuditError::Io { path: file, source }),
-        };
-        let (records, bad) = parse_lines(&text);
-        invalid_lines += bad;
-        matching.extend(records.into_iter().filter(|r| q.matches(r)));
-    }
-    let truncated = matching.len().saturating_sub(limit);
-    let records = matching.split_off(truncated);
-    Ok(AuditPage {
-        records,
-        truncated,
-        invalid_lines,
-    })
 }
