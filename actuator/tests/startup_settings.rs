@@ -4,7 +4,8 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::process::*;
@@ -29,10 +30,26 @@ fn run(files: &Files, args: &[&str]) -> (Output, String) {
     }
     all.extend_from_slice(args);
     let cmd = format!("{bin} {}", all.join(" "));
-    let out = Command::new(bin)
+    let mut child = Command::new(bin)
         .args(&all)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    // A start-up refusal is immediate; a binary that accepted the settings would serve forever.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd} did not exit within 60s: it accepted the settings\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     let report = format!(
         "command: {cmd}\nstatus: {}\nstdout:\n{}\nstderr:\n{}",
         out.status,

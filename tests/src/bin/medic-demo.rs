@@ -4,7 +4,8 @@
 //! API served from this process. A producer writes 20 records/s with a burst of 300 at t=20s;
 //! the consumer group `billing` reads 12 records/s. Every two seconds it prints what the rules
 //! see (lag, lag seconds, the sustain timer, the alert) and every actuator decision as the audit
-//! API returns it. Ctrl-C stops everything it started.
+//! API returns it. Ctrl-C, SIGTERM or SIGHUP stops everything it started (each server is killed
+//! and reaped) and the process exits 0.
 //!
 //! With `--live` the actuator patches the fake API for real and the consumer's rate follows the
 //! Deployment's replicas (12 records/s each), so the loop closes: scale-up, catch-up, resolved,
@@ -76,7 +77,10 @@ fn decision_line(t: u64, r: &Value) -> String {
 fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
-    ctrlc::set_handler(move || s.store(true, Ordering::SeqCst)).expect("Ctrl-C handler");
+    // The `termination` feature makes this handler take SIGTERM and SIGHUP as well as SIGINT, so
+    // `kill -TERM` goes through the same shutdown (and the drops that stop the servers) as Ctrl-C.
+    ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))
+        .expect("install the SIGINT/SIGTERM/SIGHUP handler");
     let seconds: u64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(120);
     let live = std::env::args().any(|a| a == "--live");
     let spec = spec(live);
@@ -102,9 +106,12 @@ fn main() {
         if live { "live against the fake API" } else { "dry run" }
     );
     println!(
-        "policy: group {:?} -> Deployment {}; threshold {} offsets for {}; {} offsets per replica; cooldowns up {} / down {}",
+        "policy: group {:?} -> Deployment {}; min_replicas {}, max_replicas {}, max_step {}; threshold {} offsets for {}; {} offsets per replica; cooldowns up {} / down {}",
         stack.spec.group,
         stack.spec.target(),
+        p.min_replicas,
+        p.max_replicas,
+        p.max_step,
         p.lag_threshold,
         p.sustain,
         p.lag_per_replica,
