@@ -302,30 +302,97 @@ pub fn parse_payload(body: &[u8]) -> Result<(WebhookPayload, Vec<Alert>), Payloa
 mod tests {
     use super::*;
 
-    fn testdata(name: &str) -> Vec<u8> {
+    /// A payload the real Alertmanager sent, recorded by `tests/alertmanager.rs`
+    /// (`recorded_payloads_are_what_alertmanager_sends`; `RECORD=1` records them again).
+    fn recorded(name: &str) -> Vec<u8> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/testdata/alertmanager")
+            .join("tests/data/alertmanager")
             .join(name);
         std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 
     #[test]
-    fn real_alertmanager_payloads_parse() {
-        let (p, alerts) = parse_payload(&testdata("webhook-v4-firing.json")).unwrap();
+    fn real_alertmanager_lag_payloads_parse() {
+        let (p, alerts) = parse_payload(&recorded("lag-firing.json")).unwrap();
         assert_eq!(p.version, "4");
         assert_eq!(p.status, AlertStatus::Firing);
-        assert_eq!(p.group_key, "{}:{alertname=\"BrokerOverloaded\"}");
-        assert_eq!(p.alerts[0].fingerprint, "81b4ed2105ddc0ea");
-        assert_eq!(p.alerts[0].ends_at, "0001-01-01T00:00:00Z");
+        assert_eq!(p.receiver, "medic");
         assert_eq!(
-            alerts,
-            vec![Alert::Other {
-                alertname: "BrokerOverloaded".into()
-            }]
+            p.group_key,
+            "{}:{alertname=\"KafkaConsumerLagPersistent\", cluster=\"prod\", consumergroup=\"orders\"}"
         );
-        let (p, _) = parse_payload(&testdata("webhook-v4-resolved.json")).unwrap();
+        assert_eq!(p.alerts[0].ends_at, "0001-01-01T00:00:00Z");
+        assert_eq!(p.truncated_alerts, 0);
+        let firing = LagAlert {
+            fingerprint: "5cb8e61bfa6cc05f".into(),
+            status: AlertStatus::Firing,
+            starts_at: "2026-11-22T03:32:35.536Z".into(),
+            cluster: "prod".into(),
+            consumergroup: "orders".into(),
+            lag_annotation: Some(9000),
+        };
+        assert_eq!(alerts, vec![Alert::Lag(firing.clone())]);
+        let (p, alerts) = parse_payload(&recorded("lag-resolved.json")).unwrap();
         assert_eq!(p.status, AlertStatus::Resolved);
-        assert_eq!(p.alerts[0].status, AlertStatus::Resolved);
+        assert_eq!(p.alerts[0].ends_at, "2026-11-22T03:34:35.536Z");
+        let Alert::Lag(resolved) = &alerts[0] else {
+            panic!("{alerts:?}")
+        };
+        assert_eq!(resolved.status, AlertStatus::Resolved);
+        assert_eq!(
+            (&resolved.fingerprint, &resolved.starts_at),
+            (&firing.fingerprint, &firing.starts_at),
+            "the same alert"
+        );
+        assert_ne!(resolved.delivery_key(), firing.delivery_key());
+    }
+
+    #[test]
+    fn real_alertmanager_grouped_broker_payloads_parse() {
+        let broker = |name: &str, id: &str, path: Option<&str>, status, fp: &str| {
+            Alert::Broker(BrokerAlert {
+                alertname: name.into(),
+                fingerprint: fp.into(),
+                status,
+                cluster: "east".into(),
+                broker: Some(id.into()),
+                path: path.map(Into::into),
+                starts_at: "2026-11-22T03:32:35.536Z".into(),
+            })
+        };
+        let want = |down| {
+            vec![
+                Alert::Other {
+                    alertname: "KafkaMedicMassFailure".into(),
+                },
+                broker("KafkaBrokerDown", "1", None, down, "13b47883c47f3984"),
+                broker(
+                    "KafkaBrokerOverloaded",
+                    "2",
+                    None,
+                    AlertStatus::Firing,
+                    "0452009549abf86f",
+                ),
+                broker(
+                    "KafkaBrokerDiskPressure",
+                    "3",
+                    Some("/var/lib/kafka/data"),
+                    AlertStatus::Firing,
+                    "b63fd071eeb252e8",
+                ),
+            ]
+        };
+        let (p, alerts) = parse_payload(&recorded("brokers-grouped-firing.json")).unwrap();
+        assert_eq!(p.status, AlertStatus::Firing);
+        assert_eq!(
+            p.group_labels.get("cluster").map(String::as_str),
+            Some("east")
+        );
+        assert_eq!(alerts, want(AlertStatus::Firing));
+        // One alert of the group resolved: the group is still firing, that alert is resolved.
+        let (p, alerts) = parse_payload(&recorded("brokers-grouped-one-resolved.json")).unwrap();
+        assert_eq!(p.status, AlertStatus::Firing);
+        assert_eq!(alerts, want(AlertStatus::Resolved));
     }
 
     fn lag_payload(labels: &str, annotations: &str) -> Vec<u8> {
