@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::audit::{AuditLog, AuditOptions};
 use crate::auth::Auth;
-use crate::backend::kube::{client_for_url, client_inferred, Backoff, KubeScaler, RequestObserver};
+use crate::backend::kube::{client, Backoff, KubeScaler, RequestObserver};
 use crate::backend::prometheus::PromClient;
 use crate::backend::{MetricsApi, ScaleApi};
 use crate::config::Config;
@@ -45,6 +45,43 @@ where
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection error");
+    }
+}
+
+/// Warn about each policy target that a HorizontalPodAutoscaler or ScaledObject scales: the
+/// actuator will skip it (`managed_by_autoscaler`). Bounded by `timeout` so that a slow API
+/// does not hold start-up; each scaling decision checks again anyway.
+async fn warn_managed_targets(kube: &dyn ScaleApi, policies: &Policies, timeout: Duration) {
+    let mut targets: Vec<_> = policies.all().iter().map(|p| &p.deployment).collect();
+    targets.sort();
+    targets.dedup();
+    let checks = futures::future::join_all(
+        targets
+            .iter()
+            .map(|t| async move { (*t, kube.autoscaler(t).await) }),
+    );
+    match tokio::time::timeout(timeout, checks).await {
+        Ok(results) => {
+            for (target, result) in results {
+                match result {
+                    Ok(Some(a)) => tracing::warn!(
+                        deployment = %target,
+                        autoscaler = %a,
+                        "another autoscaler scales this policy's Deployment: the actuator will not change its replicas (managed_by_autoscaler)"
+                    ),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(
+                        deployment = %target,
+                        error = %e,
+                        "could not check for HorizontalPodAutoscalers/ScaledObjects; scaling this Deployment fails (autoscaler_check_failed) until the check succeeds"
+                    ),
+                }
+            }
+        }
+        Err(_) => tracing::warn!(
+            timeout = ?timeout,
+            "the start-up check for HorizontalPodAutoscalers/ScaledObjects did not finish; each scaling decision checks again"
+        ),
     }
 }
 
@@ -112,17 +149,21 @@ impl App {
             t.counter(telemetry::KUBE_REQUESTS, &labels).increment(1);
         });
         let k = &config.kubernetes;
-        let client = match &k.api_url {
-            Some(url) => client_for_url(url, k.request_timeout),
-            None => client_inferred(k.request_timeout).await,
-        }
-        .map_err(AppError::Client)?;
+        // One client builder for every source (api_url, kubeconfig, in-cluster): kube's own
+        // retry off, connect/read/write timeouts set.
+        let client = client(k.api_url.as_deref(), k.request_timeout)
+            .await
+            .map_err(AppError::Client)?;
         let backoff = Backoff {
             attempts: k.retry_attempts,
             base: k.retry_backoff,
             max: Duration::from_secs(2),
         };
-        let kube: Arc<dyn ScaleApi> = Arc::new(KubeScaler::new(client, backoff, Some(observer)));
+        let kube: Arc<dyn ScaleApi> = Arc::new(
+            KubeScaler::new(client, backoff, Some(observer))
+                .with_autoscaler_cache_ttl(k.autoscaler_cache_ttl),
+        );
+        warn_managed_targets(kube.as_ref(), &policies, k.request_timeout).await;
         let prom: Option<Arc<dyn MetricsApi>> = match &config.prometheus.url {
             Some(url) => Some(Arc::new(
                 PromClient::new(url, config.prometheus.timeout).map_err(AppError::Client)?,

@@ -72,6 +72,9 @@ pub struct Args {
     /// Fresh reads after a 409 conflict [key: kubernetes.conflict_retries] [env: MEDIC_ACTUATOR_KUBERNETES_CONFLICT_RETRIES] [default: 3]
     #[arg(long, value_name = "N")]
     pub kubernetes_conflict_retries: Option<String>,
+    /// Reuse of a namespace's autoscaler list [key: kubernetes.autoscaler_cache_ttl] [env: MEDIC_ACTUATOR_KUBERNETES_AUTOSCALER_CACHE_TTL] [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub kubernetes_autoscaler_cache_ttl: Option<String>,
     /// Prometheus base URL; unset = use the alert's lag_offsets annotation [key: prometheus.url] [env: MEDIC_ACTUATOR_PROMETHEUS_URL]
     #[arg(long, value_name = "URL")]
     pub prometheus_url: Option<String>,
@@ -123,6 +126,10 @@ impl Args {
         s(
             "kubernetes.conflict_retries",
             &self.kubernetes_conflict_retries,
+        );
+        s(
+            "kubernetes.autoscaler_cache_ttl",
+            &self.kubernetes_autoscaler_cache_ttl,
         );
         s("prometheus.url", &self.prometheus_url);
         s("prometheus.timeout", &self.prometheus_timeout);

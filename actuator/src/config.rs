@@ -136,6 +136,10 @@ pub struct KubernetesConfig {
     pub retry_backoff: Duration,
     /// Fresh reads after a 409 conflict before giving up.
     pub conflict_retries: u32,
+    /// How long a namespace's HorizontalPodAutoscalers and KEDA ScaledObjects are reused before
+    /// they are listed again (0s: list before every scaling decision).
+    #[serde(with = "humantime_serde")]
+    pub autoscaler_cache_ttl: Duration,
 }
 
 impl Default for KubernetesConfig {
@@ -146,6 +150,7 @@ impl Default for KubernetesConfig {
             retry_attempts: 4,
             retry_backoff: Duration::from_millis(100),
             conflict_retries: 3,
+            autoscaler_cache_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -257,6 +262,7 @@ pub const KEYS: &[&str] = &[
     "kubernetes.retry_attempts",
     "kubernetes.retry_backoff",
     "kubernetes.conflict_retries",
+    "kubernetes.autoscaler_cache_ttl",
     "prometheus.url",
     "prometheus.timeout",
     "reevaluate_interval",
@@ -320,6 +326,9 @@ impl Config {
             "kubernetes.retry_attempts" => self.kubernetes.retry_attempts = parse_num(raw)?,
             "kubernetes.retry_backoff" => self.kubernetes.retry_backoff = parse_dur(raw)?,
             "kubernetes.conflict_retries" => self.kubernetes.conflict_retries = parse_num(raw)?,
+            "kubernetes.autoscaler_cache_ttl" => {
+                self.kubernetes.autoscaler_cache_ttl = parse_dur(raw)?
+            }
             "prometheus.url" => self.prometheus.url = opt(raw),
             "prometheus.timeout" => self.prometheus.timeout = parse_dur(raw)?,
             "reevaluate_interval" => self.reevaluate_interval = parse_dur(raw)?,

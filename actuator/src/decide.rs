@@ -156,6 +156,12 @@ pub enum Reason {
     },
     /// A broker alert's gate held (see `broker::gate`).
     Broker(crate::broker::gate::BrokerSkip),
+    /// A HorizontalPodAutoscaler or KEDA ScaledObject scales the Deployment: the actuator does
+    /// not fight it. Set by the engine when `decide` wanted to scale (it needs an API lookup).
+    ManagedByAutoscaler {
+        /// The object, e.g. `HorizontalPodAutoscaler shop/orders-hpa`.
+        autoscaler: String,
+    },
 }
 
 impl Reason {
@@ -170,6 +176,7 @@ impl Reason {
             Reason::BrokerTrouble { .. } => "broker_trouble",
             Reason::Cooldown { .. } => "cooldown",
             Reason::Broker(b) => b.code(),
+            Reason::ManagedByAutoscaler { .. } => "managed_by_autoscaler",
         }
     }
 
@@ -199,6 +206,10 @@ impl Reason {
                 remaining.as_secs()
             ),
             Reason::Broker(b) => b.message(),
+            Reason::ManagedByAutoscaler { autoscaler } => format!(
+                "{autoscaler} scales {}: not changing its replicas (remove the autoscaler or this policy)",
+                policy.deployment
+            ),
         }
     }
 }

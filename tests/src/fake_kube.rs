@@ -7,6 +7,10 @@
 //! - `PATCH .../deployments/{name}` merge patch of the cooldown annotation, rejected with 409 if
 //!   it carries a `metadata.resourceVersion` that is not the current one,
 //! - `PATCH .../deployments/{name}/scale` merge patch of `spec.replicas`,
+//! - `GET /apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers` and
+//!   `GET /apis/keda.sh/v1alpha1/namespaces/{ns}/scaledobjects` (the lists a test added with
+//!   `add_hpa` / `add_scaled_object`; ScaledObjects answer 404, as on a cluster without KEDA,
+//!   after `set_keda_installed(false)`),
 //!
 //! and records every request with its arrival time.
 
@@ -63,10 +67,24 @@ struct Deployment {
     annotations: BTreeMap<String, String>,
 }
 
+/// A HorizontalPodAutoscaler or ScaledObject: its name and `spec.scaleTargetRef`.
+#[derive(Debug, Clone)]
+struct Autoscaler {
+    namespace: String,
+    name: String,
+    scale_target_ref: Value,
+}
+
 #[derive(Default)]
 struct State {
     deployments: HashMap<(String, String), Deployment>,
     requests: Vec<KubeRequest>,
+    hpas: Vec<Autoscaler>,
+    scaled_objects: Vec<Autoscaler>,
+    /// ScaledObjects are not served (404), as on a cluster without KEDA.
+    keda_absent: bool,
+    /// Every HPA list answers this status (403, 503, ...) instead of the list.
+    hpa_list_fault: Option<u16>,
 }
 
 #[derive(Clone, Default)]
@@ -80,7 +98,58 @@ fn status(code: u16, reason: &str, message: &str) -> ResponseTemplate {
 }
 
 impl Responder {
+    /// The list of HPAs or ScaledObjects of a namespace.
+    fn list(&self, req: &Request) -> (u16, ResponseTemplate) {
+        let parts: Vec<&str> = req.url.path().split('/').collect();
+        // ["", "apis", group, version, "namespaces", ns, resource]
+        let (api_version, ns, resource) =
+            (format!("{}/{}", parts[2], parts[3]), parts[5], parts[6]);
+        if req.method.as_str() != "GET" {
+            return (405, status(405, "MethodNotAllowed", "method not allowed"));
+        }
+        let s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(code), "horizontalpodautoscalers") = (s.hpa_list_fault, resource) {
+            let message = format!("injected {code} on horizontalpodautoscalers.autoscaling");
+            return (code, status(code, "Injected", &message));
+        }
+        let (kind, objects) = if resource == "horizontalpodautoscalers" {
+            ("HorizontalPodAutoscaler", &s.hpas)
+        } else if s.keda_absent {
+            return (
+                404,
+                ResponseTemplate::new(404).set_body_string("404 page not found"),
+            );
+        } else {
+            ("ScaledObject", &s.scaled_objects)
+        };
+        let items: Vec<Value> = objects
+            .iter()
+            .filter(|a| a.namespace == ns)
+            .map(|a| {
+                let mut spec = json!({"scaleTargetRef": a.scale_target_ref});
+                if kind == "HorizontalPodAutoscaler" {
+                    spec["maxReplicas"] = json!(10);
+                }
+                json!({
+                    "apiVersion": api_version, "kind": kind,
+                    "metadata": {"name": a.name, "namespace": a.namespace},
+                    "spec": spec,
+                })
+            })
+            .collect();
+        (
+            200,
+            ResponseTemplate::new(200).set_body_json(json!({
+                "apiVersion": api_version, "kind": format!("{kind}List"),
+                "metadata": {"resourceVersion": "1"}, "items": items,
+            })),
+        )
+    }
+
     fn answer(&self, req: &Request, body: &Value) -> (u16, ResponseTemplate) {
+        if !req.url.path().starts_with("/apis/apps/") {
+            return self.list(req);
+        }
         let parts: Vec<&str> = req.url.path().split('/').collect();
         // ["", "apis", "apps", "v1", "namespaces", ns, "deployments", name, ("scale")]
         let (ns, name) = (parts[5].to_string(), parts[7].to_string());
@@ -190,6 +259,12 @@ impl FakeKube {
             .respond_with(state.clone())
             .mount(&server)
             .await;
+            Mock::given(path_regex(
+                r"^/apis/(autoscaling/v2/namespaces/[^/]+/horizontalpodautoscalers|keda\.sh/v1alpha1/namespaces/[^/]+/scaledobjects)$",
+            ))
+            .respond_with(state.clone())
+            .mount(&server)
+            .await;
             server
         });
         FakeKube {
@@ -214,6 +289,44 @@ impl FakeKube {
                 annotations: BTreeMap::new(),
             },
         );
+    }
+
+    /// Adds a HorizontalPodAutoscaler (`autoscaling/v2`) whose `spec.scaleTargetRef` is
+    /// `{apiVersion: apps/v1, kind: target_kind, name: target_name}`.
+    pub fn add_hpa(&self, namespace: &str, name: &str, target_kind: &str, target_name: &str) {
+        self.lock().hpas.push(Autoscaler {
+            namespace: namespace.into(),
+            name: name.into(),
+            scale_target_ref: json!({"apiVersion": "apps/v1", "kind": target_kind, "name": target_name}),
+        });
+    }
+
+    /// Adds a KEDA ScaledObject whose `spec.scaleTargetRef` is `{name: target_name}` (kind
+    /// defaults to Deployment in KEDA).
+    pub fn add_scaled_object(&self, namespace: &str, name: &str, target_name: &str) {
+        self.lock().scaled_objects.push(Autoscaler {
+            namespace: namespace.into(),
+            name: name.into(),
+            scale_target_ref: json!({"name": target_name}),
+        });
+    }
+
+    /// With `false`, ScaledObject lists answer 404 (the CRD is not installed). Default: true.
+    pub fn set_keda_installed(&self, installed: bool) {
+        self.lock().keda_absent = !installed;
+    }
+
+    /// Make every HPA list answer `code` (a Status body), or answer normally again with None.
+    pub fn set_hpa_list_fault(&self, code: Option<u16>) {
+        self.lock().hpa_list_fault = code;
+    }
+
+    /// List requests for HPAs or ScaledObjects so far.
+    pub fn autoscaler_lists(&self) -> Vec<KubeRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && !r.path.starts_with("/apis/apps/"))
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

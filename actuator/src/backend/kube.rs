@@ -1,14 +1,16 @@
 //! Kubernetes adapter: the Deployment scale subresource and the cooldown annotation, via `kube`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::Client;
 
-use super::{KubeError, ScaleApi, TargetView};
+use super::{Autoscaler, KubeError, ScaleApi, TargetView};
 use crate::decide::LastAction;
 use crate::policy::DeploymentRef;
 
@@ -41,12 +43,74 @@ impl Default for Backoff {
     }
 }
 
+/// How long a namespace's autoscaler list is reused unless set otherwise.
+pub const DEFAULT_AUTOSCALER_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// An autoscaler and the object its `spec.scaleTargetRef` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ScaleOwner {
+    autoscaler: Autoscaler,
+    kind: String,
+    name: String,
+    api_version: Option<String>,
+}
+
+impl ScaleOwner {
+    /// Whether the reference names the Deployment `name` (kind Deployment; apiVersion in the
+    /// apps group, the old extensions group, or without a group).
+    fn manages(&self, name: &str) -> bool {
+        let group = match self.api_version.as_deref() {
+            None => "",
+            Some(v) => v.split_once('/').map_or("", |(g, _)| g),
+        };
+        self.kind == "Deployment"
+            && self.name == name
+            && matches!(group, "" | "apps" | "extensions")
+    }
+}
+
+/// Per namespace: when the autoscalers were listed, and what was found.
+type AutoscalerCache = Arc<Mutex<HashMap<String, (Instant, Arc<Vec<ScaleOwner>>)>>>;
+
 /// The real adapter.
 #[derive(Clone)]
 pub struct KubeScaler {
     client: Client,
     backoff: Backoff,
     observer: Option<RequestObserver>,
+    autoscaler_ttl: Duration,
+    autoscalers: AutoscalerCache,
+}
+
+/// The KEDA ScaledObject resource (a CRD: not typed in k8s-openapi).
+fn scaled_object_resource() -> ApiResource {
+    ApiResource {
+        group: "keda.sh".into(),
+        version: "v1alpha1".into(),
+        api_version: "keda.sh/v1alpha1".into(),
+        kind: "ScaledObject".into(),
+        plural: "scaledobjects".into(),
+    }
+}
+
+/// A 404 on a list means the API is not served (KEDA's CRD not installed): nothing to find.
+async fn none_if_not_served<T>(
+    call: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<Option<T>, kube::Error> {
+    match call.await {
+        Ok(v) => Ok(Some(v)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The API group of a resource the actuator uses (for RBAC messages).
+fn group_of(resource: &str) -> &'static str {
+    match resource {
+        "horizontalpodautoscalers" => "autoscaling",
+        "scaledobjects" => "keda.sh",
+        _ => "apps",
+    }
 }
 
 enum Attempt<T> {
@@ -62,7 +126,15 @@ impl KubeScaler {
             client,
             backoff,
             observer,
+            autoscaler_ttl: DEFAULT_AUTOSCALER_CACHE_TTL,
+            autoscalers: AutoscalerCache::default(),
         }
+    }
+
+    /// Reuse a namespace's autoscaler list for `ttl` (0: list before every scaling decision).
+    pub fn with_autoscaler_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.autoscaler_ttl = ttl;
+        self
     }
 
     fn api(&self, ns: &str) -> Api<Deployment> {
@@ -89,6 +161,7 @@ impl KubeScaler {
                     403 => Attempt::Fail(KubeError::Forbidden {
                         verb,
                         resource,
+                        group: group_of(resource),
                         namespace: target.namespace.clone(),
                         message,
                     }),
@@ -229,6 +302,85 @@ impl KubeScaler {
         .map(|_| ())
     }
 
+    /// The HPAs and ScaledObjects of the target's namespace, from the cache if fresh. Failed
+    /// lists are not cached.
+    async fn namespace_autoscalers(
+        &self,
+        target: &DeploymentRef,
+    ) -> Result<Arc<Vec<ScaleOwner>>, KubeError> {
+        let ns = &target.namespace;
+        {
+            let cache = self.autoscalers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, owners)) = cache.get(ns) {
+                if at.elapsed() < self.autoscaler_ttl {
+                    return Ok(owners.clone());
+                }
+            }
+        }
+        let lp = ListParams::default();
+        let hpa_api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), ns);
+        let so_api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), ns, &scaled_object_resource());
+        let hpas = self.with_backoff("list", "horizontalpodautoscalers", target, || {
+            none_if_not_served(hpa_api.list(&lp))
+        });
+        let sos = self.with_backoff("list", "scaledobjects", target, || {
+            none_if_not_served(so_api.list(&lp))
+        });
+        let (hpas, sos) = futures::future::try_join(hpas, sos).await?;
+        let mut owners = Vec::new();
+        for hpa in hpas.map(|l| l.items).unwrap_or_default() {
+            let r = hpa.spec.scale_target_ref;
+            owners.push(ScaleOwner {
+                autoscaler: Autoscaler {
+                    kind: "HorizontalPodAutoscaler",
+                    namespace: ns.clone(),
+                    name: hpa.metadata.name.unwrap_or_default(),
+                },
+                kind: r.kind,
+                name: r.name,
+                api_version: r.api_version,
+            });
+        }
+        if sos.is_none() {
+            tracing::debug!(namespace = %ns, "ScaledObjects are not served (KEDA not installed)");
+        }
+        for so in sos.map(|l| l.items).unwrap_or_default() {
+            let r = &so.data["spec"]["scaleTargetRef"];
+            let Some(name) = r["name"].as_str() else {
+                continue;
+            };
+            owners.push(ScaleOwner {
+                autoscaler: Autoscaler {
+                    kind: "ScaledObject",
+                    namespace: ns.clone(),
+                    name: so.metadata.name.clone().unwrap_or_default(),
+                },
+                // KEDA's defaults: kind Deployment, apiVersion apps/v1.
+                kind: r["kind"].as_str().unwrap_or("Deployment").to_string(),
+                name: name.to_string(),
+                api_version: r["apiVersion"].as_str().map(str::to_string),
+            });
+        }
+        let owners = Arc::new(owners);
+        self.autoscalers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ns.clone(), (Instant::now(), owners.clone()));
+        Ok(owners)
+    }
+
+    async fn autoscaler_impl(
+        &self,
+        target: &DeploymentRef,
+    ) -> Result<Option<Autoscaler>, KubeError> {
+        let owners = self.namespace_autoscalers(target).await?;
+        Ok(owners
+            .iter()
+            .find(|o| o.manages(&target.name))
+            .map(|o| o.autoscaler.clone()))
+    }
+
     async fn scale_impl(&self, target: &DeploymentRef, replicas: u32) -> Result<(), KubeError> {
         let api = self.api(&target.namespace);
         let patch = serde_json::json!({ "spec": { "replicas": replicas } });
@@ -269,30 +421,46 @@ impl ScaleApi for KubeScaler {
     ) -> BoxFuture<'a, Result<(), KubeError>> {
         Box::pin(self.scale_impl(target, replicas))
     }
+
+    fn autoscaler<'a>(
+        &'a self,
+        target: &'a DeploymentRef,
+    ) -> BoxFuture<'a, Result<Option<Autoscaler>, KubeError>> {
+        Box::pin(self.autoscaler_impl(target))
+    }
 }
 
-/// A client for a plain-HTTP API server URL (tests, benchmarks, `kubectl proxy`).
-pub fn client_for_url(url: &str, timeout: Duration) -> Result<Client, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("kubernetes.api_url {url:?}: {e}"))?;
-    let mut config = kube::Config::new(uri);
-    // We retry ourselves (bounded, measured, audited); kube's own retry layer would hide it.
+/// The one way the Kubernetes client is built. With `api_url`, a plain-HTTP API server (tests,
+/// benchmarks, `kubectl proxy`); without, the environment: KUBECONFIG or ~/.kube/config, else
+/// the in-cluster ServiceAccount (`kube::Config::infer`). Both get the same settings.
+pub async fn client(api_url: Option<&str>, timeout: Duration) -> Result<Client, String> {
+    let config = match api_url {
+        Some(url) => {
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|e| format!("kubernetes.api_url {url:?}: {e}"))?;
+            kube::Config::new(uri)
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            format!("cannot find Kubernetes credentials (in-cluster or kubeconfig): {e}")
+        })?,
+    };
+    let config = with_settings(config, timeout);
+    Client::try_from(config).map_err(|e| match api_url {
+        Some(url) => format!("kubernetes.api_url {url:?}: {e}"),
+        None => format!("kubernetes client (in-cluster or kubeconfig): {e}"),
+    })
+}
+
+/// The settings every client gets, whatever its source.
+fn with_settings(mut config: kube::Config, timeout: Duration) -> kube::Config {
+    // We retry ourselves (bounded, measured, audited; `kubernetes.retry_attempts`); kube's own
+    // retry layer would multiply the attempts and their delays, under the target's lock.
     config.default_retry = false;
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
     config.connect_timeout = Some(timeout);
-    Client::try_from(config).map_err(|e| format!("kubernetes.api_url {url:?}: {e}"))
-}
-
-/// A client from the environment: in-cluster ServiceAccount, else KUBECONFIG / ~/.kube/config.
-pub async fn client_inferred(timeout: Duration) -> Result<Client, String> {
-    let mut config = kube::Config::infer().await.map_err(|e| {
-        format!("cannot find Kubernetes credentials (in-cluster or kubeconfig): {e}")
-    })?;
-    config.read_timeout = Some(timeout);
-    config.write_timeout = Some(timeout);
-    Client::try_from(config).map_err(|e| format!("kubernetes client: {e}"))
+    config
 }
 
 #[cfg(test)]
@@ -312,7 +480,9 @@ mod tests {
     }
 
     fn scaler(server: &MockServer) -> KubeScaler {
-        let client = client_for_url(&server.uri(), Duration::from_secs(2)).unwrap();
+        let client =
+            futures::executor::block_on(client(Some(&server.uri()), Duration::from_secs(2)))
+                .unwrap();
         KubeScaler::new(
             client,
             Backoff {
@@ -510,5 +680,236 @@ mod tests {
                 target: "shop/orders-consumer".into()
             }
         );
+    }
+
+    const HPAS: &str = "/apis/autoscaling/v2/namespaces/shop/horizontalpodautoscalers";
+    const SOS: &str = "/apis/keda.sh/v1alpha1/namespaces/shop/scaledobjects";
+
+    fn hpa(name: &str, kind: &str, target: &str, api_version: Option<&str>) -> serde_json::Value {
+        let mut r = serde_json::json!({"kind": kind, "name": target});
+        if let Some(v) = api_version {
+            r["apiVersion"] = v.into();
+        }
+        serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"scaleTargetRef": r, "minReplicas": 1, "maxReplicas": 5}
+        })
+    }
+
+    fn list(api_version: &str, kind: &str, items: Vec<serde_json::Value>) -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "7"},
+            "items": items
+        }))
+    }
+
+    async fn mount_lists(
+        server: &MockServer,
+        hpas: Vec<serde_json::Value>,
+        sos: Option<Vec<serde_json::Value>>,
+        times: u64,
+    ) {
+        Mock::given(method("GET"))
+            .and(path(HPAS))
+            .respond_with(list("autoscaling/v2", "HorizontalPodAutoscalerList", hpas))
+            .expect(times)
+            .mount(server)
+            .await;
+        let so = match sos {
+            Some(items) => list("keda.sh/v1alpha1", "ScaledObjectList", items),
+            // What an API server answers for a resource it does not serve.
+            None => ResponseTemplate::new(404).set_body_string("404 page not found"),
+        };
+        Mock::given(method("GET"))
+            .and(path(SOS))
+            .respond_with(so)
+            .expect(times)
+            .mount(server)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn finds_the_hpa_whose_scale_target_ref_is_the_deployment() {
+        let server = MockServer::start().await;
+        let hpas = vec![
+            hpa("other-hpa", "Deployment", "other-consumer", Some("apps/v1")),
+            hpa("sts-hpa", "StatefulSet", "orders-consumer", Some("apps/v1")),
+            hpa(
+                "foreign-hpa",
+                "Deployment",
+                "orders-consumer",
+                Some("example.com/v1"),
+            ),
+            hpa(
+                "orders-hpa",
+                "Deployment",
+                "orders-consumer",
+                Some("apps/v1"),
+            ),
+        ];
+        mount_lists(&server, hpas, Some(vec![]), 1).await;
+        let found = scaler(&server).autoscaler(&target()).await.unwrap();
+        assert_eq!(
+            found.map(|a| a.to_string()).as_deref(),
+            Some("HorizontalPodAutoscaler shop/orders-hpa")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_hpa_without_api_version_counts_and_others_do_not() {
+        let server = MockServer::start().await;
+        let hpas = vec![
+            hpa("other-hpa", "Deployment", "other-consumer", None),
+            hpa("orders-hpa", "Deployment", "orders-consumer", None),
+        ];
+        mount_lists(&server, hpas, Some(vec![]), 1).await;
+        let s = scaler(&server);
+        let found = s.autoscaler(&target()).await.unwrap().unwrap();
+        assert_eq!(found.name, "orders-hpa");
+        let unmanaged = DeploymentRef {
+            namespace: "shop".into(),
+            name: "payments-consumer".into(),
+        };
+        assert_eq!(s.autoscaler(&unmanaged).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn finds_a_scaled_object_whose_kind_defaults_to_deployment() {
+        let server = MockServer::start().await;
+        let sos = vec![
+            serde_json::json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                "metadata": {"name": "job-so", "namespace": "shop"},
+                "spec": {"scaleTargetRef": {"kind": "StatefulSet", "name": "orders-consumer"}}}),
+            serde_json::json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                "metadata": {"name": "orders-so", "namespace": "shop"},
+                "spec": {"scaleTargetRef": {"name": "orders-consumer"}}}),
+        ];
+        mount_lists(&server, vec![], Some(sos), 1).await;
+        let found = scaler(&server).autoscaler(&target()).await.unwrap();
+        assert_eq!(
+            found,
+            Some(Autoscaler {
+                kind: "ScaledObject",
+                namespace: "shop".into(),
+                name: "orders-so".into()
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn scaled_objects_not_served_means_none() {
+        let server = MockServer::start().await;
+        mount_lists(
+            &server,
+            vec![hpa("other-hpa", "Deployment", "other", Some("apps/v1"))],
+            None,
+            1,
+        )
+        .await;
+        assert_eq!(scaler(&server).autoscaler(&target()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_namespace_list_is_cached_for_the_ttl() {
+        let server = MockServer::start().await;
+        mount_lists(&server, vec![], None, 1).await;
+        let s = scaler(&server);
+        assert_eq!(s.autoscaler(&target()).await.unwrap(), None);
+        assert_eq!(s.autoscaler(&target()).await.unwrap(), None);
+        // `expect(1)` on both lists is checked when the server drops.
+    }
+
+    #[tokio::test]
+    async fn a_zero_ttl_lists_every_time() {
+        let server = MockServer::start().await;
+        mount_lists(&server, vec![], None, 2).await;
+        let s = scaler(&server).with_autoscaler_cache_ttl(Duration::ZERO);
+        assert_eq!(s.autoscaler(&target()).await.unwrap(), None);
+        assert_eq!(s.autoscaler(&target()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_forbidden_list_is_an_error_naming_the_verb_and_group() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path(HPAS))
+            .respond_with(status(
+                403,
+                "Forbidden",
+                "cannot list resource \"horizontalpodautoscalers\"",
+            ))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(SOS))
+            .respond_with(list("keda.sh/v1alpha1", "ScaledObjectList", vec![]))
+            .mount(&server)
+            .await;
+        let err = scaler(&server).autoscaler(&target()).await.unwrap_err();
+        assert_eq!(err.code(), "kube_forbidden");
+        assert!(!err.retryable());
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("forbidden: missing RBAC permission: verb \"list\" on resource \"horizontalpodautoscalers\" in namespace \"shop\" (group \"autoscaling\")"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_list_is_retried_then_an_error_and_not_cached() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path(HPAS))
+            .respond_with(status(503, "ServiceUnavailable", "etcd is sad"))
+            .up_to_n_times(3)
+            .expect(3)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(HPAS))
+            .respond_with(list(
+                "autoscaling/v2",
+                "HorizontalPodAutoscalerList",
+                vec![hpa(
+                    "orders-hpa",
+                    "Deployment",
+                    "orders-consumer",
+                    Some("apps/v1"),
+                )],
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        // Listed once or twice: the first call may drop it when the HPA list fails.
+        Mock::given(method("GET"))
+            .and(path(SOS))
+            .respond_with(list("keda.sh/v1alpha1", "ScaledObjectList", vec![]))
+            .mount(&server)
+            .await;
+        let s = scaler(&server);
+        let err = s.autoscaler(&target()).await.unwrap_err();
+        assert_eq!(
+            err,
+            KubeError::Unavailable {
+                attempts: 3,
+                message: "HTTP 503: etcd is sad".into()
+            }
+        );
+        assert!(err.retryable());
+        // The failure was not cached: the next call lists again and finds the HPA.
+        let found = s.autoscaler(&target()).await.unwrap().unwrap();
+        assert_eq!(found.name, "orders-hpa");
+    }
+
+    #[test]
+    fn every_client_gets_the_same_settings() {
+        let c = with_settings(
+            kube::Config::new("http://127.0.0.1:1".parse().unwrap()),
+            Duration::from_secs(3),
+        );
+        assert!(!c.default_retry);
+        assert_eq!(c.connect_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(c.read_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(c.write_timeout, Some(Duration::from_secs(3)));
     }
 }

@@ -25,6 +25,24 @@ pub struct TargetView {
     pub annotation_invalid: bool,
 }
 
+/// Another autoscaler whose `spec.scaleTargetRef` is a Deployment: the actuator leaves that
+/// Deployment's replicas alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Autoscaler {
+    /// `HorizontalPodAutoscaler` or `ScaledObject`.
+    pub kind: &'static str,
+    /// The autoscaler's namespace (the Deployment's).
+    pub namespace: String,
+    /// The autoscaler's name.
+    pub name: String,
+}
+
+impl std::fmt::Display for Autoscaler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
 /// Errors talking to the Kubernetes API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KubeError {
@@ -39,12 +57,14 @@ pub enum KubeError {
         message: String,
     },
     /// 403: the actuator's ServiceAccount lacks an RBAC permission.
-    #[error("forbidden: missing RBAC permission: verb {verb:?} on resource {resource:?} in namespace {namespace:?} (group \"apps\"): {message}")]
+    #[error("forbidden: missing RBAC permission: verb {verb:?} on resource {resource:?} in namespace {namespace:?} (group {group:?}): {message}")]
     Forbidden {
-        /// The verb that was refused (get or patch).
+        /// The verb that was refused (get, patch or list).
         verb: &'static str,
-        /// deployments or deployments/scale.
+        /// deployments, deployments/scale, horizontalpodautoscalers or scaledobjects.
         resource: &'static str,
+        /// The resource's API group: apps, autoscaling or keda.sh.
+        group: &'static str,
         /// The namespace.
         namespace: String,
         /// The API server's message.
@@ -122,6 +142,15 @@ pub trait ScaleApi: Send + Sync {
         target: &'a DeploymentRef,
         replicas: u32,
     ) -> BoxFuture<'a, Result<(), KubeError>>;
+
+    /// The HorizontalPodAutoscaler (`autoscaling/v2`) or KEDA ScaledObject
+    /// (`keda.sh/v1alpha1`) in the target's namespace whose `spec.scaleTargetRef` is the
+    /// Deployment, if any. An API that is not served (404: KEDA not installed) has none; any
+    /// other failure is an error, never "none".
+    fn autoscaler<'a>(
+        &'a self,
+        target: &'a DeploymentRef,
+    ) -> BoxFuture<'a, Result<Option<Autoscaler>, KubeError>>;
 }
 
 /// Errors querying Prometheus.

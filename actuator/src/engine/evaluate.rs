@@ -13,6 +13,10 @@ use crate::decide::{
 use crate::policy::{PartitionCap, Policy};
 use crate::telemetry;
 
+/// Audit reason when the HorizontalPodAutoscaler / ScaledObject lookup failed: no scaling
+/// (retryable if the API was unavailable; a 403 names the missing RBAC verb).
+pub(crate) const AUTOSCALER_CHECK_FAILED: &str = "autoscaler_check_failed";
+
 impl Engine {
     pub(super) async fn lag_for(
         &self,
@@ -148,6 +152,26 @@ impl Engine {
                         broker = Some(name.clone());
                         observed.broker_trouble = Some(name);
                         d = decide(&input, &observed, policy, &state, now);
+                    }
+                }
+                if matches!(d, Decision::Scale { .. }) {
+                    // Another autoscaler owns the Deployment: do not fight it. A failed lookup
+                    // does not allow scaling either.
+                    match self.kube.autoscaler(&target).await {
+                        Ok(None) => {}
+                        Ok(Some(a)) => {
+                            d = Decision::Skip(Reason::ManagedByAutoscaler {
+                                autoscaler: a.to_string(),
+                            })
+                        }
+                        Err(e) => {
+                            base.outcome = Outcome::Failed;
+                            base.reason = Some(AUTOSCALER_CHECK_FAILED.into());
+                            base.message = format!(
+                                "not scaling {target}: cannot tell whether an autoscaler manages it: {e}"
+                            );
+                            return (base, e.retryable());
+                        }
                     }
                 }
                 d
