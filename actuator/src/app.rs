@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::audit::{AuditLog, AuditOptions};
@@ -22,31 +21,6 @@ use crate::telemetry::{self, Telemetry};
 
 /// How long in-flight requests may take to finish on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Serve one HTTP/1 connection; on `stop`, finish the request in flight and close.
-async fn serve_connection<I, S>(io: I, svc: S, mut stop: tokio::sync::watch::Receiver<bool>)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::Error: Into<BoxError>,
-    S::ResBody: 'static,
-    <S::ResBody as hyper::body::Body>::Error: Into<BoxError>,
-{
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "connection error");
-    }
-}
 
 /// Warn about each policy target that a HorizontalPodAutoscaler or ScaledObject scales: the
 /// actuator will skip it (`managed_by_autoscaler`). Bounded by `timeout` so that a slow API
@@ -263,51 +237,23 @@ impl App {
                 }
             }
         });
-        let svc = warp::service(routes(self.api.clone()));
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut conns = tokio::task::JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            while conns.try_join_next().is_some() {}
-            let (stream, _peer) = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
-            let tls = tls.clone();
-            let stop = stop_rx.clone();
-            conns.spawn(async move {
-                match tls {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => serve_connection(TokioIo::new(s), svc, stop).await,
-                        Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
-                    },
-                    None => serve_connection(TokioIo::new(stream), svc, stop).await,
-                }
-            });
-        }
-        // Stop accepting; let requests in flight finish (their decisions get audited), close
-        // idle keep-alive connections, and give up after a grace period.
-        drop(listener);
-        let _ = stop_tx.send(true);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while conns.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                open = conns.len(),
-                "connections still open after the shutdown grace period"
-            );
-        }
+        // Header-read and idle timeouts and a connection cap keep slow or idle clients from
+        // exhausting the process; on shutdown, requests in flight finish (their decisions get
+        // audited), idle connections close, and the rest is dropped after the grace period.
+        let telemetry = self.api.telemetry.clone();
+        telemetry.http_connections_init();
+        let server = medic_http::Server::new(self.config.http.settings(SHUTDOWN_GRACE))
+            .tls(tls)
+            .observer(telemetry);
+        tracing::info!(
+            header_read_timeout = ?self.config.http.header_read_timeout,
+            idle_timeout = ?self.config.http.idle_timeout,
+            max_connections = server.cap(),
+            "HTTP connection limits"
+        );
+        server
+            .serve(listener, warp::service(routes(self.api.clone())), shutdown)
+            .await;
         reeval.abort();
         Ok(())
     }

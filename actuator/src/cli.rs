@@ -48,6 +48,15 @@ pub struct Args {
     /// Largest request body, bytes [key: body_limit_bytes] [env: MEDIC_ACTUATOR_BODY_LIMIT_BYTES] [default: 1048576]
     #[arg(long, value_name = "BYTES")]
     pub body_limit_bytes: Option<String>,
+    /// Time to send a complete request head [key: http.header_read_timeout] [env: MEDIC_ACTUATOR_HTTP_HEADER_READ_TIMEOUT] [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub http_header_read_timeout: Option<String>,
+    /// Close a connection with no request in flight after this long [key: http.idle_timeout] [env: MEDIC_ACTUATOR_HTTP_IDLE_TIMEOUT] [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub http_idle_timeout: Option<String>,
+    /// Most connections open at once, kept below the open-file limit [key: http.max_connections] [env: MEDIC_ACTUATOR_HTTP_MAX_CONNECTIONS] [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub http_max_connections: Option<String>,
     /// Audit log file [key: audit.path] [env: MEDIC_ACTUATOR_AUDIT_PATH] [default: /var/lib/medic-actuator/audit.log]
     #[arg(long, value_name = "FILE")]
     pub audit_path: Option<String>,
@@ -113,6 +122,9 @@ impl Args {
         s("tls.cert_file", &self.tls_cert_file);
         s("tls.key_file", &self.tls_key_file);
         s("body_limit_bytes", &self.body_limit_bytes);
+        s("http.header_read_timeout", &self.http_header_read_timeout);
+        s("http.idle_timeout", &self.http_idle_timeout);
+        s("http.max_connections", &self.http_max_connections);
         s("audit.path", &self.audit_path);
         s("audit.max_bytes", &self.audit_max_bytes);
         s("audit.max_files", &self.audit_max_files);

@@ -120,6 +120,44 @@ impl AuditConfig {
     }
 }
 
+/// Limits of the HTTP server against slow and idle clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Time a connection has to send a complete request head (and finish a TLS handshake);
+    /// also bounds the wait for the next request on a kept-alive connection.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most connections open at once (lowered to fit the open-file limit). At the cap the
+    /// oldest connection with no request in flight is closed to make room.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: medic_http::DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: medic_http::DEFAULT_IDLE_TIMEOUT,
+            max_connections: medic_http::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The server settings, with `shutdown_grace` for requests in flight at shutdown.
+    pub fn settings(&self, shutdown_grace: Duration) -> medic_http::Settings {
+        medic_http::Settings {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            shutdown_grace,
+        }
+    }
+}
+
 /// The Kubernetes API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -197,6 +235,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Largest accepted request body in bytes (413 above).
     pub body_limit_bytes: u64,
+    /// Limits of the HTTP server against slow and idle clients.
+    pub http: HttpConfig,
     /// The audit log.
     pub audit: AuditConfig,
     /// The Kubernetes API.
@@ -229,6 +269,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             body_limit_bytes: 1024 * 1024,
+            http: HttpConfig::default(),
             audit: AuditConfig::default(),
             kubernetes: KubernetesConfig::default(),
             prometheus: PrometheusConfig::default(),
@@ -254,6 +295,9 @@ pub const KEYS: &[&str] = &[
     "tls.cert_file",
     "tls.key_file",
     "body_limit_bytes",
+    "http.header_read_timeout",
+    "http.idle_timeout",
+    "http.max_connections",
     "audit.path",
     "audit.max_bytes",
     "audit.max_files",
@@ -318,6 +362,9 @@ impl Config {
             "tls.cert_file" => self.tls.cert_file = opt(raw).map(PathBuf::from),
             "tls.key_file" => self.tls.key_file = opt(raw).map(PathBuf::from),
             "body_limit_bytes" => self.body_limit_bytes = parse_num(raw)?,
+            "http.header_read_timeout" => self.http.header_read_timeout = parse_dur(raw)?,
+            "http.idle_timeout" => self.http.idle_timeout = parse_dur(raw)?,
+            "http.max_connections" => self.http.max_connections = parse_num(raw)?,
             "audit.path" => self.audit.path = PathBuf::from(raw.trim()),
             "audit.max_bytes" => self.audit.max_bytes = parse_num(raw)?,
             "audit.max_files" => self.audit.max_files = parse_num(raw)?,
@@ -430,6 +477,7 @@ impl Config {
             ));
         }
         p.extend(self.audit.problems());
+        p.extend(self.http.settings(Duration::ZERO).problems("http."));
         if self.kubernetes.retry_attempts == 0 {
             p.push("kubernetes.retry_attempts: 0 must be at least 1".into());
         }
@@ -715,6 +763,52 @@ mod tests {
         assert_eq!(
             problems,
             &vec!["auth.basic_username: \"alert:manager\" must not contain ':' (HTTP basic auth splits user and password at the first colon, RFC 7617)".to_string()]
+        );
+    }
+
+    #[test]
+    fn http_limits_have_defaults_keys_and_checks() {
+        let f = Fixture::new();
+        let file = f.write(
+            "c.yaml",
+            &format!(
+                "policies_file: {}\ninsecure_no_auth: true\nhttp: {{header_read_timeout: 3s, max_connections: 64}}\n",
+                f.path("policies.yaml")
+            ),
+        );
+        let args = Args {
+            config: Some(file),
+            http_max_connections: Some("32".into()),
+            ..Default::default()
+        };
+        let e = env(&[("MEDIC_ACTUATOR_HTTP_IDLE_TIMEOUT", "90s")]);
+        let c = Config::load(&args, &e).unwrap();
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(3), "file");
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(90), "env");
+        assert_eq!(c.http.max_connections, 32, "flag");
+        let d = HttpConfig::default();
+        assert_eq!(
+            (d.header_read_timeout, d.idle_timeout, d.max_connections),
+            (Duration::from_secs(10), Duration::from_secs(60), 1024)
+        );
+
+        let args = Args {
+            policies_file: Some(f.path("policies.yaml")),
+            insecure_no_auth: true,
+            http_max_connections: Some("0".into()),
+            http_header_read_timeout: Some("10ms".into()),
+            ..Default::default()
+        };
+        let err = Config::load(&args, &BTreeMap::new()).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(
+            problems,
+            &vec![
+                "http.header_read_timeout: 10ms is below 100ms".to_string(),
+                "http.max_connections: 0 must be at least 1".into(),
+            ]
         );
     }
 

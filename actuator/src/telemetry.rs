@@ -64,6 +64,10 @@ pub const BROKER_POLICIES: &str = "medic_actuator_broker_policies";
 pub const TRACKED: &str = "medic_actuator_tracked_alerts";
 /// Build info.
 pub const BUILD_INFO: &str = "medic_actuator_build_info";
+/// HTTP connections the server closed, by reason.
+pub const HTTP_CLOSED: &str = "medic_actuator_http_connections_closed_total";
+/// HTTP connections open.
+pub const HTTP_OPEN: &str = "medic_actuator_http_connections_open";
 /// Per-group alert threshold override (offsets).
 pub const LAG_THRESHOLD: &str = "medic_consumergroup_lag_threshold";
 /// Per-group alert sustain override (seconds).
@@ -184,6 +188,8 @@ impl Telemetry {
                 TRACKED,
                 "Lag alerts being re-evaluated, by state (firing, settling)."
             );
+            describe_counter!(HTTP_CLOSED, "HTTP connections the server closed, by reason (header_timeout: no complete request head in time; idle: no request for idle_timeout; evicted: closed at the connection cap to make room; refused: new connection closed at the cap with every connection busy).");
+            describe_gauge!(HTTP_OPEN, "HTTP connections open.");
             describe_gauge!(
                 BUILD_INFO,
                 "Always 1; the version label says which build runs."
@@ -238,6 +244,28 @@ impl Telemetry {
     /// The text exposition.
     pub fn render(&self) -> String {
         self.handle.render()
+    }
+}
+
+/// Exports the HTTP server's connection events.
+impl medic_http::Observer for Telemetry {
+    fn connections_open(&self, open: usize) {
+        self.gauge(HTTP_OPEN, &[]).set(open as f64);
+    }
+
+    fn connection_closed(&self, reason: medic_http::CloseReason) {
+        self.counter(HTTP_CLOSED, &[("reason", reason.as_str().into())])
+            .increment(1);
+    }
+}
+
+impl Telemetry {
+    /// Show every HTTP close reason at 0 from the start.
+    pub fn http_connections_init(&self) {
+        for r in medic_http::CloseReason::ALL {
+            self.counter(HTTP_CLOSED, &[("reason", r.as_str().into())])
+                .increment(0);
+        }
     }
 }
 
