@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::conn::{self, BoxError, Limits, Tracked};
@@ -96,6 +97,7 @@ impl Server {
         let events = Events {
             stats: self.stats.clone(),
             observer: self.observer.clone(),
+            closed_one: Arc::new(Notify::new()),
         };
         let limits = Limits {
             header_read_timeout: self.settings.header_read_timeout,
@@ -105,10 +107,19 @@ impl Server {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut conns = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
-        loop {
+        'accept: loop {
             while conns.try_join_next().is_some() {}
+            // An evicted connection holds its socket until its task runs: wait for that before
+            // accepting more, so open sockets stay within the cap plus the one just accepted
+            // (and accept never hits EMFILE), however fast connections arrive.
+            while events.stats.open() > self.cap {
+                tokio::select! {
+                    _ = &mut shutdown => break 'accept,
+                    _ = events.closed_one.notified() => {}
+                }
+            }
             let (stream, _peer) = tokio::select! {
-                _ = &mut shutdown => break,
+                _ = &mut shutdown => break 'accept,
                 accepted = listener.accept() => match accepted {
                     Ok(s) => s,
                     Err(e) => {
@@ -176,6 +187,8 @@ impl Server {
 struct Events {
     stats: Arc<Stats>,
     observer: Option<Arc<dyn Observer>>,
+    /// Signalled when a connection's task ends.
+    closed_one: Arc<Notify>,
 }
 
 impl Events {
@@ -216,6 +229,7 @@ impl OpenGuard {
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.events.open_changed(-1);
+        self.events.closed_one.notify_one();
     }
 }
 
