@@ -9,7 +9,7 @@ Steps (each prints ok/FAIL; the script exits 1 if any failed):
   render      `helm template` with the default values and each ci/*-values.yaml
   validate    the output passes `kubernetes-validate --strict` for Kubernetes 1.25 and 1.37
   objects     manifests.check_release: RBAC exactly get/patch on deployments[/scale] in the
-              policies' namespaces for their Deployments; the token only in Secrets; secure
+              policies' namespaces for their Deployments, and list on HPAs and ScaledObjects; the token only in Secrets; secure
               securityContexts, resources and probes; config and policies; PrometheusRule equal
               to rules/; dashboards byte-identical; monitors; sidecar; cluster-mode agent; images
   notes       NOTES.txt (helm install --dry-run=client): its Alertmanager config equals
@@ -654,6 +654,8 @@ def self_test(cases, wrapper, tmp):
 
     breaks = [
         ("Role grants list", lambda o: find(o, "Role")["rules"][0]["verbs"].append("list"), "grants verbs ['list']"),
+        ("Role grants watch on HPAs", lambda o: find(o, "Role")["rules"][2]["verbs"].append("watch"), "grants verbs ['watch'] on horizontalpodautoscalers"),
+        ("list rule limited by resourceNames", lambda o: find(o, "Role")["rules"][3].__setitem__("resourceNames", ["orders-consumer"]), "on a list rule"),
         ("Role grants pods", lambda o: find(o, "Role")["rules"].append({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}), "grants 'pods'"),
         ("Role grants a wildcard", lambda o: find(o, "Role")["rules"][1].__setitem__("verbs", ["*"]), "wildcard"),
         ("Role in a namespace no policy names", lambda o: o.append(dict(copy.deepcopy(find(o, "Role")), metadata=dict(find(o, "Role")["metadata"], namespace="kube-system"))), "expected exactly the policies' namespaces"),

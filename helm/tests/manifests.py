@@ -19,7 +19,12 @@ DASHBOARDS = os.path.join(ROOT, "dashboards")
 RBAC_ALLOWED = {
     ("apps", "deployments/scale"): {"get", "patch"},
     ("apps", "deployments"): {"get", "patch"},
+    # Is another autoscaler scaling the Deployment? (list: resourceNames cannot apply)
+    ("autoscaling", "horizontalpodautoscalers"): {"list"},
+    ("keda.sh", "scaledobjects"): {"list"},
 }
+# Resources granted by name (resourceNames = the policies' Deployments); the others are lists.
+RBAC_BY_NAME = {("apps", "deployments/scale"), ("apps", "deployments")}
 COMMON_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by",
                  "helm.sh/chart", "app.kubernetes.io/part-of")
 
@@ -144,7 +149,7 @@ def check_rbac(objs, case, p):
                 for res in rule.get("resources", []):
                     allowed = RBAC_ALLOWED.get((g, res))
                     if allowed is None:
-                        p.append(f"{where}: grants {res!r} in API group {g!r}; only {sorted(r for _, r in RBAC_ALLOWED)} in apps are allowed")
+                        p.append(f"{where}: grants {res!r} in API group {g!r}; only {sorted(RBAC_ALLOWED)} are allowed")
                         continue
                     extra = set(rule.get("verbs", [])) - allowed
                     if extra:
@@ -183,6 +188,11 @@ def check_rbac(objs, case, p):
                     for res in rule["resources"]:
                         got.setdefault((g, res), set()).update(rule["verbs"])
                 names = rule.get("resourceNames")
+                by_name = all((g, res) in RBAC_BY_NAME for g in rule["apiGroups"] for res in rule["resources"])
+                if not by_name:
+                    if names:
+                        p.append(f"{name_of(r)}: resourceNames {names} on a list rule (list ignores them: it would be refused)")
+                    continue
                 expect_names = want.get(ns)
                 if expect_names is not None and set(names or []) != expect_names:
                     p.append(f"{name_of(r)}: resourceNames {names}, expected exactly the policies' Deployments {sorted(expect_names)}")
