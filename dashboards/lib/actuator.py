@@ -72,7 +72,8 @@ def build():
         targets((f"sum by (reason) (increase(medic_actuator_decision_reasons_total{{{I}}}[$__rate_interval]))", "{{reason}}")),
         bars=True, stack=True, legend_calcs=("sum",), decimals=0,
         description="Why the actuator did nothing, or failed: cooldown, no policy, duplicate, "
-                    "dry run, paused, held by a broker alert, a Kubernetes error..."))
+                    "dry run, paused, held by a broker alert, another autoscaler (HPA or KEDA) "
+                    "owns the Deployment, a Kubernetes error..."))
     panels.append(timeseries(
         L, "Replicas vs desired",
         targets((f"max by (target) (medic_actuator_target_replicas{{{T}}})", "{{target}} replicas"),
