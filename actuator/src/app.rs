@@ -224,19 +224,9 @@ impl App {
             .map(|a: SocketAddr| a.to_string())
             .unwrap_or_default();
         tracing::info!(addr = %addr, tls = tls.is_some(), dry_run = self.config.dry_run, "medic-actuator listening");
-        let engine = self.api.engine.clone();
-        let interval = self.config.reevaluate_interval;
-        let reeval = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Err(e) = engine.reevaluate().await {
-                    tracing::error!(error = %e, "re-evaluation could not be audited");
-                }
-            }
-        });
+        self.api
+            .engine
+            .start_reevaluation(self.config.reevaluate_interval);
         // Header-read and idle timeouts and a connection cap keep slow or idle clients from
         // exhausting the process; on shutdown, requests in flight finish (their decisions get
         // audited), idle connections close, and the rest is dropped after the grace period.
@@ -254,7 +244,15 @@ impl App {
         server
             .serve(listener, warp::service(routes(self.api.clone())), shutdown)
             .await;
-        reeval.abort();
+        // Decisions whose client hung up, and a re-evaluation round in progress, finish and are
+        // audited before the process exits.
+        let unfinished = self.api.engine.shutdown(SHUTDOWN_GRACE).await;
+        if unfinished > 0 {
+            tracing::warn!(
+                unfinished,
+                "decisions still running after the shutdown grace period"
+            );
+        }
         Ok(())
     }
 }

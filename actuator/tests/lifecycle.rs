@@ -358,6 +358,17 @@ async fn firing_alerts_are_reevaluated_and_resolved_ones_settle() {
         engine.reevaluate().await.unwrap();
     }
     assert_eq!(kube.replicas("shop", "orders-consumer"), 2);
+    // At 2 the lag still needs 2 (above min_replicas 1): the alert stays tracked, and when the
+    // lag is gone the next round steps down to the floor, min_replicas, and settles.
+    h.advance(301);
+    engine.reevaluate().await.unwrap();
+    assert_eq!(kube.replicas("shop", "orders-consumer"), 2);
+    h.prom.set_lag("prod", "orders", 0.0);
+    h.advance(301);
+    engine.reevaluate().await.unwrap();
+    assert_eq!(kube.replicas("shop", "orders-consumer"), 1);
+    h.advance(301);
+    engine.reevaluate().await.unwrap();
     let (_, state) = h
         .request(
             "GET",
@@ -374,14 +385,15 @@ async fn firing_alerts_are_reevaluated_and_resolved_ones_settle() {
         .unwrap()
         .clone();
     assert_eq!(t["tracked_alerts"], json!([]), "settled: no longer tracked");
-    assert_eq!(t["last_action"]["to"], 2);
+    assert_eq!(t["last_action"]["to"], 1);
     // Repeated identical skips during re-evaluation are audited once, not every interval.
     let reevals: Vec<_> = audit_lines(&files.audit_path())
         .into_iter()
         .filter(|r| r["trigger"] == "reevaluate")
         .collect();
     let skipped = reevals.iter().filter(|r| r["outcome"] == "skipped").count();
-    assert_eq!(skipped, 2, "{reevals:#?}");
+    // cooldown once, at_desired at 2 (lag still draining), at_desired at 1 (settled).
+    assert_eq!(skipped, 3, "{reevals:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,4 +443,153 @@ async fn shutdown_lets_the_request_in_flight_finish_and_audit() {
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["results"][0]["outcome"], "applied");
+}
+
+/// Poll `f` until it gives a value, or fail after `secs` (the machine may be loaded).
+async fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_does_not_lose_the_audit_of_an_applied_scale() {
+    let files = Files::new();
+    let kube = fake_kube();
+    // The API applies every request at once and answers 3 s later; the client gives up after 1 s.
+    kube.state.lock().unwrap().delay = std::time::Duration::from_secs(3);
+    let h = harness_with(&files, kube.clone(), |c| {
+        c.kubernetes.request_timeout = std::time::Duration::from_secs(20);
+        // No re-evaluation round may stand in for the webhook's own record.
+        c.reevaluate_interval = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    h.prom.set_lag("prod", "orders", 9000.0);
+    let app = std::sync::Arc::new(h.app);
+    let listener = app.bind().await.unwrap();
+    let url = format!("http://{}/api/v1/alerts", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server_app = app.clone();
+    let server = tokio::spawn(async move {
+        server_app
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let body = payload(
+        "firing",
+        vec![lag_alert("firing", "fp1", "prod", "orders", None)],
+    );
+    let err = client
+        .post(url)
+        .bearer_auth(TOKEN)
+        .body(body)
+        .send()
+        .await
+        .expect_err("the client hangs up before the slow API answers");
+    assert!(err.is_timeout(), "{err}");
+    // The PATCH landed; its audit record must follow, even though nobody waits for the answer.
+    let rec = wait_for(60, "the audit record of the applied scale-up", || {
+        audit_lines(&files.audit_path())
+            .into_iter()
+            .find(|r| r["outcome"] == "applied" && r["trigger"] == "webhook")
+    })
+    .await;
+    assert_eq!(rec["action"], "scale_up");
+    assert_eq!(rec["from_replicas"], 2);
+    assert_eq!(rec["to_replicas"], 4);
+    assert_eq!(rec["trigger"], "webhook");
+    assert_eq!(kube.replicas("shop", "orders-consumer"), 4);
+    assert_eq!(kube.scale_writes().len(), 1);
+    // The counter follows the record (it is incremented once the append returns).
+    let counted = "medic_actuator_actions_total{action=\"scale_up\",outcome=\"applied\"} 1\n";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let resp = warp::test::request()
+            .path("/metrics")
+            .reply(&medic_actuator::http::routes(app.api.clone()))
+            .await;
+        let metrics = String::from_utf8(resp.body().to_vec()).unwrap();
+        if metrics.contains(counted) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let state = app.api.engine.state().await;
+    let t = state["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == "shop/orders-consumer")
+        .unwrap()
+        .clone();
+    assert_eq!(t["last_action"]["to"], 4, "{t:#}");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_resolved_alert_keeps_stepping_down_while_the_lag_drains() {
+    let files = Files::new();
+    let kube = fake_kube();
+    let h = harness_with(&files, kube.clone(), |_| {}).await;
+    let engine = h.app.api.engine.clone();
+    // Resolved at 2 replicas with lag 1310 and 1000 per replica: the lag still needs 2.
+    h.prom.set_lag("prod", "orders", 1310.0);
+    let (status, body) = h
+        .alerts(&payload(
+            "resolved",
+            vec![lag_alert("resolved", "fp1", "prod", "orders", None)],
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["results"][0]["reason"], "at_desired", "{body:#}");
+    assert_eq!(kube.replicas("shop", "orders-consumer"), 2);
+    h.advance(60);
+    engine.reevaluate().await.unwrap();
+    assert_eq!(
+        kube.replicas("shop", "orders-consumer"),
+        2,
+        "lag still 1310"
+    );
+    // The lag drains: the next round steps down to what it needs (the floor, min_replicas 1).
+    h.prom.set_lag("prod", "orders", 40.0);
+    h.advance(301);
+    assert_eq!(engine.reevaluate().await.unwrap(), 1);
+    assert_eq!(kube.replicas("shop", "orders-consumer"), 1);
+    // At min_replicas the alert settles: no longer tracked, nothing more audited.
+    h.advance(301);
+    engine.reevaluate().await.unwrap();
+    let state = engine.state().await;
+    let t = state["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == "shop/orders-consumer")
+        .unwrap()
+        .clone();
+    assert_eq!(t["tracked_alerts"], json!([]), "settled at min_replicas");
+    let lines = audit_lines(&files.audit_path());
+    let downs: Vec<_> = lines
+        .iter()
+        .filter(|r| r["action"] == "scale_down" && r["outcome"] == "applied")
+        .collect();
+    assert_eq!(downs.len(), 1, "{lines:#?}");
+    assert_eq!(downs[0]["trigger"], "reevaluate");
+    assert_eq!(downs[0]["to_replicas"], 1);
 }

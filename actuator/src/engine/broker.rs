@@ -74,6 +74,21 @@ pub(super) struct ClusterRuntime {
 impl ClusterRuntime {
     /// Track a firing alert (keeping when it was first heard of).
     fn track(&mut self, alert: &BrokerAlert, now: Timestamp) {
+        if !self.tracked.contains_key(&alert.fingerprint) {
+            let dropped = super::cap_oldest(
+                &mut self.tracked,
+                super::MAX_TRACKED_PER_TARGET - 1,
+                |t: &Tracked| t.last_seen,
+            );
+            if dropped > 0 {
+                tracing::warn!(
+                    cluster = %alert.cluster,
+                    limit = super::MAX_TRACKED_PER_TARGET,
+                    "too many firing broker alerts on one cluster: forgot the oldest"
+                );
+            }
+            self.forget_codes();
+        }
         let first_seen = self
             .tracked
             .get(&alert.fingerprint)
@@ -88,6 +103,12 @@ impl ClusterRuntime {
                 last_seen: now,
             },
         );
+    }
+
+    /// Forget the last audited code of alerts no longer tracked.
+    fn forget_codes(&mut self) {
+        let tracked = &self.tracked;
+        self.last_code.retain(|fp, _| tracked.contains_key(fp));
     }
 
     pub(super) fn remember_action(&mut self, last: LastBrokerAction) {
@@ -316,6 +337,7 @@ impl BrokerEngine {
         let failed = rec.outcome == Outcome::Failed;
         let seq = self.rec.write(rec).await?;
         if !failed {
+            super::cap_oldest(&mut rt.seen, super::MAX_SEEN - 1, |at: &Timestamp| *at);
             rt.seen.insert(key, now);
         }
         if alert.status == AlertStatus::Firing {
@@ -612,6 +634,7 @@ impl BrokerEngine {
             let ttl = self.settings.alert_ttl;
             rt.tracked
                 .retain(|_, t| elapsed_within(t.last_seen, now, ttl));
+            rt.forget_codes();
             let mut alerts: Vec<BrokerAlert> = rt
                 .tracked
                 .values()

@@ -186,8 +186,10 @@ impl Engine {
                 Decision::Skip(reason) => {
                     base.reason = Some(reason.code().into());
                     base.message = reason.message(policy);
-                    if let Reason::Cooldown { to, .. } = &reason {
-                        base.to_replicas = Some(*to);
+                    match &reason {
+                        Reason::Cooldown { to, .. } => base.to_replicas = Some(*to),
+                        Reason::AtDesired { desired } => base.desired_replicas = Some(*desired),
+                        _ => {}
                     }
                     if let Some(note) = &lag_note {
                         base.message

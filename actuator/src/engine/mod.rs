@@ -26,6 +26,62 @@ use crate::decide::{Direction, LagSource, LastAction, Trigger};
 use crate::policy::Policies;
 use crate::telemetry::{self, Telemetry};
 
+/// Most alerts tracked per target (fingerprints); the oldest is forgotten beyond it.
+pub(crate) const MAX_TRACKED_PER_TARGET: usize = 64;
+/// Most deliveries remembered for dedupe per target or cluster, and for alerts without a policy.
+pub(crate) const MAX_SEEN: usize = 4096;
+/// Most firing broker alerts remembered for holding scale-downs.
+pub(crate) const MAX_BROKER_HOLDS: usize = 1024;
+
+/// Keep at most `cap` entries of `map`, forgetting those with the oldest `at` first.
+pub(crate) fn cap_oldest<K, V, M>(map: &mut M, cap: usize, at: impl Fn(&V) -> Timestamp) -> usize
+where
+    K: Clone + Eq + std::hash::Hash + Ord,
+    M: MapLike<K, V>,
+{
+    let over = map.len().saturating_sub(cap);
+    if over == 0 {
+        return 0;
+    }
+    let mut ages: Vec<(Timestamp, K)> = map.entries().map(|(k, v)| (at(v), k.clone())).collect();
+    ages.sort();
+    for (_, k) in ages.into_iter().take(over) {
+        map.forget(&k);
+    }
+    over
+}
+
+/// The two map types the engine bounds.
+pub(crate) trait MapLike<K, V> {
+    fn len(&self) -> usize;
+    fn entries(&self) -> Box<dyn Iterator<Item = (&K, &V)> + '_>;
+    fn forget(&mut self, k: &K);
+}
+
+impl<K: Eq + std::hash::Hash, V> MapLike<K, V> for HashMap<K, V> {
+    fn len(&self) -> usize {
+        HashMap::len(self)
+    }
+    fn entries(&self) -> Box<dyn Iterator<Item = (&K, &V)> + '_> {
+        Box::new(self.iter())
+    }
+    fn forget(&mut self, k: &K) {
+        self.remove(k);
+    }
+}
+
+impl<K: Ord, V> MapLike<K, V> for BTreeMap<K, V> {
+    fn len(&self) -> usize {
+        BTreeMap::len(self)
+    }
+    fn entries(&self) -> Box<dyn Iterator<Item = (&K, &V)> + '_> {
+        Box::new(self.iter())
+    }
+    fn forget(&mut self, k: &K) {
+        self.remove(k);
+    }
+}
+
 /// A clock, so tests can move time.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
@@ -50,6 +106,10 @@ pub enum EngineError {
     /// The audit record could not be made durable.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The task deciding the alerts ended without an answer (it panicked, or the process is
+    /// stopping).
+    #[error("the decision task ended without an answer: {0}")]
+    Task(String),
 }
 
 /// The result of evaluating one alert.
@@ -142,6 +202,7 @@ struct TargetRuntime {
 
 #[derive(Debug, Clone, Serialize)]
 struct BrokerEntry {
+    fingerprint: String,
     cluster: String,
     alertname: String,
     broker: Option<String>,
@@ -159,6 +220,12 @@ pub struct Engine {
     paused: Arc<AtomicBool>,
     targets: HashMap<String, Arc<Mutex<TargetRuntime>>>,
     brokers: StdMutex<HashMap<String, BrokerEntry>>,
+    /// Deliveries of alerts that match no policy, for dedupe (bounded).
+    unmatched: StdMutex<HashMap<String, Timestamp>>,
+    /// Decisions in progress: they outlive the webhook connection, and shutdown waits for them.
+    tasks: tokio_util::task::TaskTracker,
+    /// Cancelled by [`Engine::shutdown`]: periodic work stops between rounds, never inside one.
+    stop: tokio_util::sync::CancellationToken,
     clock: Clock,
     rec: Arc<Recorder>,
     remedy: Arc<broker::BrokerEngine>,
@@ -309,6 +376,9 @@ impl Engine {
             paused,
             targets,
             brokers: StdMutex::new(HashMap::new()),
+            unmatched: StdMutex::new(HashMap::new()),
+            tasks: tokio_util::task::TaskTracker::new(),
+            stop: tokio_util::sync::CancellationToken::new(),
             clock,
             rec,
             remedy,
@@ -370,6 +440,47 @@ impl Engine {
         self.rec.write(rec).await
     }
 
+    /// Decide one webhook's alerts on a task of their own and wait for the answer. The task
+    /// outlives the caller: when the HTTP client gives up (Alertmanager's notify timeout), the
+    /// decision still runs to its end and its audit record is written, so every PATCH that was
+    /// sent has its record. [`Engine::shutdown`] waits for such tasks.
+    pub async fn submit(
+        self: &Arc<Self>,
+        alerts: Vec<Alert>,
+    ) -> Result<Vec<AlertResult>, EngineError> {
+        let engine = self.clone();
+        let task = self
+            .tasks
+            .spawn(async move { engine.handle_alerts(&alerts).await });
+        match task.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "a decision task ended without an answer");
+                Err(EngineError::Task(e.to_string()))
+            }
+        }
+    }
+
+    /// Run `work` as a tracked task: [`Engine::shutdown`] waits for it.
+    pub fn spawn_tracked<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(work)
+    }
+
+    /// Stop taking new work and wait up to `grace` for the decisions in progress (their PATCHes
+    /// and audit records). Returns how many were still running when the grace ran out.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.stop.cancel();
+        self.tasks.close();
+        match tokio::time::timeout(grace, self.tasks.wait()).await {
+            Ok(()) => 0,
+            Err(_) => self.tasks.len(),
+        }
+    }
+
     /// Handle the alerts of one webhook: broker alerts first (they hold scale-downs), then lag
     /// alerts, different targets concurrently.
     pub async fn handle_alerts(&self, alerts: &[Alert]) -> Result<Vec<AlertResult>, EngineError> {
@@ -418,14 +529,35 @@ impl Engine {
         if !b.holds_scale_down() {
             return;
         }
+        // Only a cluster with a lag policy has a scale-down to hold; anything else would be
+        // memory spent on alerts that can never lead to an action or a hold.
+        if !self.policies.all().iter().any(|p| p.cluster == b.cluster) {
+            return;
+        }
         let Ok(mut brokers) = self.brokers.lock() else {
             return;
         };
         match b.status {
             AlertStatus::Firing => {
+                let ttl = self.settings.alert_ttl;
+                brokers.retain(|_, e| elapsed_within(e.last_seen, now, ttl));
+                if !brokers.contains_key(&b.fingerprint) {
+                    let dropped =
+                        cap_oldest(&mut *brokers, MAX_BROKER_HOLDS - 1, |e: &BrokerEntry| {
+                            e.last_seen
+                        });
+                    if dropped > 0 {
+                        tracing::warn!(
+                            dropped,
+                            limit = MAX_BROKER_HOLDS,
+                            "too many firing broker alerts: forgot the oldest"
+                        );
+                    }
+                }
                 brokers.insert(
                     b.fingerprint.clone(),
                     BrokerEntry {
+                        fingerprint: b.fingerprint.clone(),
                         cluster: b.cluster.clone(),
                         alertname: b.alertname.clone(),
                         broker: b.broker.clone(),
@@ -451,11 +583,35 @@ impl Engine {
 
     async fn handle_lag(&self, alert: &LagAlert) -> Result<AlertResult, EngineError> {
         let Some(policy) = self.policies.get(&alert.cluster, &alert.consumergroup) else {
+            // Dedupe like any other delivery: a re-sent alert is audited `duplicate`, and what
+            // is remembered for that is bounded by the window and a count.
+            let now = self.now();
+            let key = alert.delivery_key();
+            let duplicate = match self.unmatched.lock() {
+                Ok(mut seen) => {
+                    let window = self.settings.dedupe_window;
+                    seen.retain(|_, at| elapsed_within(*at, now, window));
+                    let dup = seen.contains_key(&key);
+                    if !dup {
+                        cap_oldest(&mut *seen, MAX_SEEN - 1, |at: &Timestamp| *at);
+                        seen.insert(key, now);
+                    }
+                    dup
+                }
+                Err(_) => false,
+            };
+            let reason = if duplicate { "duplicate" } else { "no_policy" };
             let rec = AuditRecord {
-                reason: Some("no_policy".into()),
+                reason: Some(reason.into()),
                 message: format!(
-                    "no policy for cluster {:?} consumergroup {:?}; nothing touched",
-                    alert.cluster, alert.consumergroup
+                    "{}no policy for cluster {:?} consumergroup {:?}; nothing touched",
+                    if duplicate {
+                        "this alert delivery was already handled: "
+                    } else {
+                        ""
+                    },
+                    alert.cluster,
+                    alert.consumergroup
                 ),
                 lag: alert.lag_annotation,
                 lag_source: if alert.lag_annotation.is_some() {
@@ -471,7 +627,7 @@ impl Engine {
                 target: None,
                 outcome: Outcome::Skipped,
                 action: Action::None,
-                reason: Some("no_policy".into()),
+                reason: Some(reason.into()),
                 seq,
                 retryable: false,
                 cluster: None,
@@ -485,6 +641,13 @@ impl Engine {
         let mut rt = rt.lock().await;
         let now = self.now();
         // Firing alerts are re-evaluated on the interval; resolved ones until the target settles.
+        if !rt.tracked.contains_key(&alert.fingerprint) {
+            cap_oldest(
+                &mut rt.tracked,
+                MAX_TRACKED_PER_TARGET - 1,
+                |t: &Tracked| t.last_seen,
+            );
+        }
         rt.tracked.insert(
             alert.fingerprint.clone(),
             Tracked {
@@ -501,6 +664,7 @@ impl Engine {
         let seq = self.write(rec).await?;
         // Only final answers count as "handled": a retryable failure must be retried.
         if !retryable && outcome != Outcome::Failed {
+            cap_oldest(&mut rt.seen, MAX_SEEN - 1, |at: &Timestamp| *at);
             rt.seen.insert(alert.delivery_key(), now);
         }
         Ok(AlertResult {

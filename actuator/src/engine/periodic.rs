@@ -1,12 +1,53 @@
 //! Periodic work and read-only views: re-evaluation, cooldown gauges, /api/v1/state.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::{elapsed_within, BrokerEntry, Engine, EngineError};
 use crate::alert::AlertStatus;
-use crate::audit::Outcome;
+use crate::audit::{AuditRecord, Outcome};
 use crate::decide::{cooldown_remaining, Direction, Trigger};
+use crate::policy::Policy;
 use crate::telemetry;
 
+/// Whether a resolved alert's evaluation ends its re-evaluation: the Deployment is outside the
+/// policy's bounds (someone else manages it), or it is at the floor the current lag allows *and*
+/// that floor is `min_replicas` (with no lag left, the floor is `min_replicas`). A floor above
+/// `min_replicas` means the lag is still draining: later rounds step further down, so the alert
+/// stays tracked (until `alert_ttl` after its last delivery).
+pub(super) fn settles(rec: &AuditRecord, policy: &Policy) -> bool {
+    match rec.reason.as_deref() {
+        Some("out_of_bounds") => true,
+        Some("at_desired") => rec
+            .desired_replicas
+            .is_some_and(|d| d <= policy.min_replicas),
+        _ => false,
+    }
+}
+
 impl Engine {
+    /// Start the re-evaluation loop on a tracked task: a round every `interval`, until
+    /// [`Engine::shutdown`]. A round in progress is never cut short (it may be between a PATCH
+    /// and its audit record); shutdown waits for it.
+    pub fn start_reevaluation(self: &Arc<Self>, interval: Duration) {
+        let engine = self.clone();
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = engine.reevaluate().await {
+                    tracing::error!(error = %e, "re-evaluation could not be audited");
+                }
+            }
+        });
+    }
+
     /// Re-evaluate every tracked alert once (firing ones, and resolved ones until settled).
     pub async fn reevaluate(&self) -> Result<usize, EngineError> {
         let mut acted = 0;
@@ -38,8 +79,7 @@ impl Engine {
                 rec.outcome.as_str(),
                 rec.reason.clone().unwrap_or_default()
             );
-            let settled = alert.status == AlertStatus::Resolved
-                && matches!(rec.reason.as_deref(), Some("at_desired" | "out_of_bounds"));
+            let settled = alert.status == AlertStatus::Resolved && settles(&rec, policy);
             if rec.outcome != Outcome::Skipped || rt.last_reeval.as_deref() != Some(code.as_str()) {
                 if rec.outcome == Outcome::Applied {
                     acted += 1;
