@@ -155,6 +155,37 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Exports the HTTP server's connection events as `medic_agent_http_connections_*`.
+struct HttpConnections;
+
+impl HttpConnections {
+    const CLOSED: &'static str = "medic_agent_http_connections_closed_total";
+    const OPEN: &'static str = "medic_agent_http_connections_open";
+
+    /// Describes the metrics and shows every close reason at 0.
+    fn new() -> Self {
+        metrics::describe_counter!(
+            Self::CLOSED,
+            "HTTP connections the server closed, by reason (header_timeout: no complete request head in time; idle: no request for http_idle_timeout; evicted: closed at the connection cap to make room; refused: new connection closed at the cap with every connection busy)."
+        );
+        metrics::describe_gauge!(Self::OPEN, "HTTP connections open.");
+        for r in medic_http::CloseReason::ALL {
+            metrics::counter!(Self::CLOSED, "reason" => r.as_str()).increment(0);
+        }
+        Self
+    }
+}
+
+impl medic_http::Observer for HttpConnections {
+    fn connections_open(&self, open: usize) {
+        metrics::gauge!(Self::OPEN).set(open as f64);
+    }
+
+    fn connection_closed(&self, reason: medic_http::CloseReason) {
+        metrics::counter!(Self::CLOSED, "reason" => reason.as_str()).increment(1);
+    }
+}
+
 /// Runs the agent until `shutdown` completes.
 pub async fn run(
     cfg: Config,
@@ -180,14 +211,20 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().unwrap_or(cfg.listen);
-    let server = warp::serve(routes(state))
-        .incoming(listener)
-        .graceful(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .run();
+    let server =
+        medic_http::Server::new(cfg.http.clone()).observer(Arc::new(HttpConnections::new()));
+    let cap = server.cap();
+    let server = server.serve(listener, warp::service(routes(state)), async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
     tracing::info!(%addr, cluster = %cfg.cluster, mode = ?cfg.mode, interval = ?cfg.interval, "medic-agent listening");
+    tracing::info!(
+        header_read_timeout = ?cfg.http.header_read_timeout,
+        idle_timeout = ?cfg.http.idle_timeout,
+        max_connections = cap,
+        "HTTP connection limits"
+    );
     let interval = cfg.interval;
     let collector = tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);

@@ -192,6 +192,22 @@ pub struct Layer {
     #[arg(long, value_name = "N")]
     pub offset_fetch_batch: Option<usize>,
 
+    /// Time an HTTP client has to send a complete request head; also bounds the wait for the
+    /// next request on a kept-alive connection. Default 10s.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub http_header_read_timeout: Option<Duration>,
+
+    /// An HTTP connection with no request in flight for this long is closed. Default 60s.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub http_idle_timeout: Option<Duration>,
+
+    /// Most HTTP connections open at once, lowered to fit the open-file limit; at the cap the
+    /// oldest connection with no request in flight is closed to make room. Default 1024.
+    #[arg(long, value_name = "N")]
+    pub http_max_connections: Option<usize>,
+
     /// Log format: auto (json unless stderr is a terminal), json or text. Default auto.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,

@@ -117,6 +117,8 @@ pub struct Config {
     pub fetch_partition_max_bytes: i32,
     pub offset_fetch_batch: usize,
     pub log_format: LogFormat,
+    /// Limits of the HTTP server against slow and idle clients.
+    pub http: medic_http::Settings,
 }
 
 /// Parses flags, reads the environment map and the file, merges and validates.
@@ -246,6 +248,7 @@ pub fn merge(flag: Layer, env: Layer, file: Layer, path: Option<&Path>) -> (Laye
         log_dirs, proc_root, cgroup_root,
         history_samples, drain_rate_window, stale_after,
         fetch_max_bytes, fetch_partition_max_bytes, offset_fetch_batch, log_format,
+        http_header_read_timeout, http_idle_timeout, http_max_connections,
     );
     (merged, origins)
 }
@@ -388,6 +391,33 @@ pub fn validate(l: Layer, origins: &Origins) -> Result<Config, ConfigErrors> {
         }
     };
 
+    let http = medic_http::Settings {
+        header_read_timeout: l
+            .http_header_read_timeout
+            .unwrap_or(medic_http::DEFAULT_HEADER_READ_TIMEOUT),
+        idle_timeout: l
+            .http_idle_timeout
+            .unwrap_or(medic_http::DEFAULT_IDLE_TIMEOUT),
+        max_connections: l
+            .http_max_connections
+            .unwrap_or(medic_http::DEFAULT_MAX_CONNECTIONS),
+        shutdown_grace: Duration::from_secs(10),
+    };
+    for (key, d) in [
+        ("http_header_read_timeout", http.header_read_timeout),
+        ("http_idle_timeout", http.idle_timeout),
+    ] {
+        if d < Duration::from_millis(100) {
+            errs.push(format!("{} = {d:?}: must be at least 100ms", at(key)));
+        }
+    }
+    if http.max_connections == 0 {
+        errs.push(format!(
+            "{}: must be at least 1",
+            at("http_max_connections")
+        ));
+    }
+
     if !errs.is_empty() {
         return Err(ConfigErrors(errs));
     }
@@ -409,6 +439,7 @@ pub fn validate(l: Layer, origins: &Origins) -> Result<Config, ConfigErrors> {
         fetch_partition_max_bytes,
         offset_fetch_batch,
         log_format,
+        http,
     })
 }
 

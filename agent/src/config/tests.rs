@@ -294,3 +294,54 @@ fn help_documents_every_setting() {
     }
     assert!(help.contains("MEDIC_AGENT_"));
 }
+
+#[test]
+fn http_limits_have_defaults_keys_and_checks() {
+    let c = load_ok(&["--bootstrap-servers", "k:9092"], &[]);
+    assert_eq!(
+        (
+            c.http.header_read_timeout,
+            c.http.idle_timeout,
+            c.http.max_connections
+        ),
+        (Duration::from_secs(10), Duration::from_secs(60), 1024)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(
+        &file,
+        "bootstrap_servers: k:9092\nhttp_header_read_timeout: 3s\nhttp_max_connections: 64\n",
+    )
+    .unwrap();
+    let c = load_ok(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--http-max-connections",
+            "32",
+        ],
+        &[("MEDIC_AGENT_HTTP_IDLE_TIMEOUT", "90s")],
+    );
+    assert_eq!(c.http.header_read_timeout, Duration::from_secs(3), "file");
+    assert_eq!(c.http.idle_timeout, Duration::from_secs(90), "env");
+    assert_eq!(c.http.max_connections, 32, "flag");
+
+    let errs = load_err(
+        &[
+            "--bootstrap-servers",
+            "k:9092",
+            "--http-header-read-timeout",
+            "10ms",
+            "--http-max-connections",
+            "0",
+        ],
+        &[],
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "flag --http-header-read-timeout = 10ms: must be at least 100ms".to_string(),
+            "flag --http-max-connections: must be at least 1".into(),
+        ]
+    );
+}
