@@ -88,7 +88,7 @@ async fn closed_within(conns: Vec<TcpStream>, within: Duration) -> usize {
             loop {
                 match s.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
-                    Ok(_) => {} // a 408 answer, then the close
+                    Ok(_) => {} // an error answer, then the close
                 }
             }
         })
