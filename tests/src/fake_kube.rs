@@ -78,7 +78,11 @@ struct Autoscaler {
 #[derive(Default)]
 struct State {
     deployments: HashMap<(String, String), Deployment>,
+    /// Requests on Deployments (what `requests()` returns).
     requests: Vec<KubeRequest>,
+    /// HPA and ScaledObject lists, kept apart so that "no request" still means "the Deployments
+    /// were never touched" although the actuator lists autoscalers at start-up.
+    lists: Vec<KubeRequest>,
     hpas: Vec<Autoscaler>,
     scaled_objects: Vec<Autoscaler>,
     /// ScaledObjects are not served (404), as on a cluster without KEDA.
@@ -217,7 +221,13 @@ impl Respond for Responder {
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         let (code, template) = self.answer(req, &body);
         let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        s.requests.push(KubeRequest {
+        let is_list = !req.url.path().starts_with("/apis/apps/");
+        let log = if is_list {
+            &mut s.lists
+        } else {
+            &mut s.requests
+        };
+        log.push(KubeRequest {
             at,
             method: req.method.to_string(),
             path: req.url.path().to_string(),
@@ -321,12 +331,9 @@ impl FakeKube {
         self.lock().hpa_list_fault = code;
     }
 
-    /// List requests for HPAs or ScaledObjects so far.
+    /// Requests for HPA or ScaledObject lists so far (not in `requests()`).
     pub fn autoscaler_lists(&self) -> Vec<KubeRequest> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.method == "GET" && !r.path.starts_with("/apis/apps/"))
-            .collect()
+        self.lock().lists.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -364,7 +371,8 @@ impl FakeKube {
             .and_then(|a| serde_json::from_str(a).ok())
     }
 
-    /// Every request so far, in arrival order.
+    /// Every request on a Deployment so far, in arrival order (autoscaler lists: see
+    /// `autoscaler_lists`).
     pub fn requests(&self) -> Vec<KubeRequest> {
         self.lock().requests.clone()
     }
@@ -389,7 +397,10 @@ impl FakeKube {
     /// A summary of every request, for failure messages.
     pub fn describe(&self) -> String {
         let mut s = String::from("--- fake kube API requests ---\n");
-        for r in self.requests() {
+        let mut all = self.requests();
+        all.extend(self.autoscaler_lists());
+        all.sort_by_key(|r| r.at);
+        for r in all {
             s.push_str(&format!(
                 "{:.3} {} {}?{} -> {} {}\n",
                 r.unix(),
