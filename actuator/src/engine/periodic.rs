@@ -10,14 +10,14 @@ use crate::decide::{cooldown_remaining, Direction, Trigger};
 use crate::policy::Policy;
 use crate::telemetry;
 
-/// Whether a resolved alert's evaluation ends its re-evaluation: the Deployment is outside the
-/// policy's bounds (someone else manages it), or it is at the floor the current lag allows *and*
-/// that floor is `min_replicas` (with no lag left, the floor is `min_replicas`). A floor above
+/// Whether a resolved alert's evaluation ends its re-evaluation: someone else manages the
+/// Deployment (outside the policy's bounds, or an HPA or KEDA ScaledObject scales it), or it is at
+/// the floor the current lag allows *and* that floor is `min_replicas` (with no lag left, the floor is `min_replicas`). A floor above
 /// `min_replicas` means the lag is still draining: later rounds step further down, so the alert
 /// stays tracked (until `alert_ttl` after its last delivery).
 pub(super) fn settles(rec: &AuditRecord, policy: &Policy) -> bool {
     match rec.reason.as_deref() {
-        Some("out_of_bounds") => true,
+        Some("out_of_bounds" | "managed_by_autoscaler") => true,
         Some("at_desired") => rec
             .desired_replicas
             .is_some_and(|d| d <= policy.min_replicas),
@@ -177,6 +177,8 @@ impl Engine {
             "paused": self.paused(),
             "dry_run": self.settings.dry_run,
             "audit_healthy": self.audit.healthy(),
+            // 0 means this actuator can do nothing (it also warned so at start-up).
+            "policies": self.policies.all().len(),
             "targets": targets,
             "broker_alerts": brokers,
             "broker_remediation": self.remedy.state().await,
