@@ -1,8 +1,17 @@
-//! A tiny blocking HTTP/1.0 client for tests: enough for GET and POST to servers on loopback.
+//! Blocking HTTP helpers for tests, over `reqwest`'s blocking client: GET and POST to servers
+//! on loopback, polling, and reading Prometheus text.
+//!
+//! The blocking client runs its own runtime thread, so call these from plain threads or
+//! `spawn_blocking`, never straight from an async task.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use reqwest::blocking::Client;
+
+/// How long one request may take, connecting included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A response: status code, headers (lower-cased names) and body.
 #[derive(Debug, Clone)]
@@ -25,44 +34,89 @@ impl Response {
     }
 }
 
-/// Sends a request and reads the whole response; `Err` if nothing listens.
+/// The one client every helper shares. No connection pool (each request opens and closes its
+/// own connection, so servers that count or cap connections see only the test's own), no
+/// proxy from the environment, no redirects followed.
+fn client() -> io::Result<&'static Client> {
+    static CLIENT: OnceLock<Result<Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .pool_max_idle_per_host(0)
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| error_chain(&e))
+        })
+        .as_ref()
+        .map_err(|e| io::Error::other(format!("cannot build the test HTTP client: {e}")))
+}
+
+/// An error and its sources, `: `-separated (reqwest's own message names only the URL).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The kind of the innermost I/O error under `e` (`ConnectionRefused` when nothing listens),
+/// else `Other`.
+fn io_kind(e: &reqwest::Error) -> io::ErrorKind {
+    let mut source = std::error::Error::source(e);
+    let mut kind = io::ErrorKind::Other;
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            kind = io.kind();
+        }
+        source = s.source();
+    }
+    kind
+}
+
+/// Sends a request to `127.0.0.1:port` and reads the whole response; `Err` if nothing listens,
+/// if the request cannot be sent, or if no answer comes within 30 s.
 pub fn request(
     port: u16,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> std::io::Result<Response> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+) -> io::Result<Response> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("method {method:?}: {e}"),
+        )
+    })?;
+    let mut builder = client()?.request(method, &url).body(body.to_vec());
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        builder = builder.header(*k, *v);
     }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+    let fail = |e: reqwest::Error| io::Error::new(io_kind(&e), error_chain(&e));
+    let response = builder.send().map_err(fail)?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                String::from_utf8_lossy(v.as_bytes()).trim().to_string(),
+            )
+        })
         .collect();
+    let body = response.bytes().map_err(fail)?;
     Ok(Response {
         status,
         headers,
-        body: body.to_string(),
+        body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
 
@@ -126,4 +180,124 @@ pub fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+
+    /// Serves one request with `answer` and returns what it received: the request line, the
+    /// headers (lower-cased names) and the body.
+    fn serve_once(
+        answer: &'static str,
+    ) -> (u16, std::thread::JoinHandle<(String, Vec<String>, String)>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let mut headers = Vec::new();
+            let mut length = 0;
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                let h = h.trim_end().to_ascii_lowercase();
+                if h.is_empty() {
+                    break;
+                }
+                if let Some(v) = h.strip_prefix("content-length: ") {
+                    length = v.parse().unwrap();
+                }
+                headers.push(h);
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            (&stream).write_all(answer.as_bytes()).unwrap();
+            (
+                line.trim_end().to_string(),
+                headers,
+                String::from_utf8(body).unwrap(),
+            )
+        });
+        (port, handle)
+    }
+
+    #[test]
+    fn request_sends_method_path_headers_and_body_and_reads_the_answer() {
+        let (port, server) = serve_once(
+            "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nX-Two: a\r\nX-Two: b\r\nContent-Length: 11\r\nConnection: close\r\n\r\n{\"ok\":true}",
+        );
+        let r = request(
+            port,
+            "POST",
+            "/api/v2/alerts?x=1",
+            &[
+                ("Authorization", "Bearer t"),
+                ("Content-Type", "application/json"),
+            ],
+            b"[1,2]",
+        )
+        .unwrap();
+        let (line, headers, body) = server.join().unwrap();
+        assert_eq!(line, "POST /api/v2/alerts?x=1 HTTP/1.1");
+        assert!(
+            headers.contains(&"authorization: bearer t".to_string()),
+            "{headers:?}"
+        );
+        assert!(
+            headers.contains(&format!("host: 127.0.0.1:{port}")),
+            "{headers:?}"
+        );
+        assert_eq!(body, "[1,2]");
+        assert_eq!(r.status, 201);
+        assert_eq!(r.header("Content-Type"), Some("application/json"));
+        assert_eq!(r.header("x-two"), Some("a"));
+        assert_eq!(
+            r.headers.iter().filter(|(k, _)| k == "x-two").count(),
+            2,
+            "{:?}",
+            r.headers
+        );
+        assert_eq!(r.json()["ok"], true);
+    }
+
+    #[test]
+    fn redirects_are_returned_not_followed() {
+        let (port, server) =
+            serve_once("HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n");
+        let r = request(port, "GET", "/", &[], b"").unwrap();
+        assert_eq!(server.join().unwrap().0, "GET / HTTP/1.1");
+        assert_eq!(r.status, 302);
+        assert_eq!(r.header("location"), Some("/elsewhere"));
+        assert_eq!(r.body, "");
+    }
+
+    #[test]
+    fn nothing_listening_is_a_connection_refused_error_naming_the_url() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = request(port, "GET", "/metrics", &[], b"").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("http://127.0.0.1:{port}/metrics")),
+            "{text}"
+        );
+        assert!(text.contains("onnection refused"), "{text}");
+    }
+
+    #[test]
+    fn a_bad_method_is_an_invalid_input_error() {
+        let err = request(1, "GE T", "/", &[], b"").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().starts_with("method \"GE T\""), "{err}");
+    }
 }
