@@ -77,6 +77,20 @@ pub enum AppError {
     /// Listener or TLS.
     #[error("{0}")]
     Listen(String),
+    /// Broker-policy backends that could not be built (secret or certificate files), all of
+    /// them.
+    #[error("invalid broker policies:\n  - {}", .0.join("\n  - "))]
+    Brokers(Vec<String>),
+}
+
+impl AppError {
+    /// Whether this is a configuration problem (exit code 2) rather than a failure to run.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            AppError::Policy(_) | AppError::Auth(_) | AppError::Brokers(_)
+        )
+    }
 }
 
 /// A built actuator.
@@ -170,9 +184,17 @@ impl App {
             "audit log read back"
         );
         let mut backends = BTreeMap::new();
+        let mut broken = Vec::new();
         for b in policies.brokers() {
-            let backend = crate::backend::remediation::build(b).map_err(AppError::Client)?;
-            backends.insert(b.cluster.clone(), backend);
+            match crate::backend::remediation::build(b) {
+                Ok(backend) => {
+                    backends.insert(b.cluster.clone(), backend);
+                }
+                Err(e) => broken.push(e),
+            }
+        }
+        if !broken.is_empty() {
+            return Err(AppError::Brokers(broken));
         }
         let settings = EngineSettings {
             instance: config.instance_name(env),

@@ -8,7 +8,6 @@ pub mod audit;
 pub mod auth;
 pub mod backend;
 pub mod broker;
-pub mod cli;
 pub mod config;
 pub mod decide;
 pub mod engine;
@@ -18,4 +17,4 @@ pub mod telemetry;
 pub mod tls;
 
 pub use app::App;
-pub use config::{Args, Config};
+pub use config::Config;

@@ -2,9 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Context;
-use clap::Parser;
-use medic_actuator::{telemetry, App, Args, Config};
+use medic_actuator::config::ConfigError;
+use medic_actuator::{telemetry, App, Config};
 
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -28,27 +27,33 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// Exit code of every configuration error (as clap uses for bad flags).
+const CONFIG_ERROR: i32 = 2;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let config = match Config::load(&args, &env) {
+    let config = match Config::load(std::env::args_os().skip(1), &env) {
         Ok(c) => c,
+        Err(ConfigError::Help(e)) => e.exit(),
         Err(e) => {
             eprintln!("medic-actuator: {e}");
-            std::process::exit(2);
+            std::process::exit(CONFIG_ERROR);
         }
     };
     telemetry::init_tracing(config.log_format);
     if config.insecure_no_auth {
         tracing::warn!("authentication is OFF (--insecure-no-auth): anyone who can reach the port can scale Deployments");
     }
-    let app = App::build(config, &env)
-        .await
-        .context("starting medic-actuator")?;
-    let listener = app.bind().await.context("binding the listener")?;
-    app.serve(listener, shutdown_signal())
-        .await
-        .context("serving")?;
+    let app = match App::build(config, &env).await {
+        Ok(app) => app,
+        Err(e) if e.is_config() => {
+            eprintln!("medic-actuator: {e}");
+            std::process::exit(CONFIG_ERROR);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("starting medic-actuator")),
+    };
+    let listener = app.bind().await?;
+    app.serve(listener, shutdown_signal()).await?;
     Ok(())
 }

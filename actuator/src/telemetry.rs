@@ -287,16 +287,30 @@ pub fn webhook_result(status: u16) -> &'static str {
     }
 }
 
-/// Log output format.
+/// Log output format; the same words as medic-agent's `log_format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
-    /// JSON when stderr is not a terminal, plain otherwise.
+    /// JSON when stderr is not a terminal, text otherwise.
     Auto,
     /// One JSON object per line.
     Json,
-    /// Human-readable.
-    Plain,
+    /// Human-readable lines. `plain`, the word of earlier releases, is accepted too.
+    #[serde(alias = "plain")]
+    Text,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "json" => Ok(Self::Json),
+            "text" | "plain" => Ok(Self::Text),
+            other => Err(format!("{other:?} is not one of auto, json, text")),
+        }
+    }
 }
 
 /// Install the tracing subscriber (RUST_LOG filters; default `info`).
@@ -306,11 +320,13 @@ pub fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = match format {
         LogFormat::Json => true,
-        LogFormat::Plain => false,
+        LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
+    // No colour codes unless a terminal shows them (a log file or collector would keep them).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         let _ = builder.json().try_init();

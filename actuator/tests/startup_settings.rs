@@ -126,3 +126,50 @@ fn an_empty_policy_file_starts_with_a_warning() {
         files.path("policies.yaml").display().to_string()
     );
 }
+
+#[test]
+fn reports_every_kind_of_problem_in_one_run_with_exit_2() {
+    let files = Files::new();
+    let config = files.path("bad.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies_file: {}\naudit:\n  path: {}\n  max_files: lots\nlistn: 127.0.0.1:0\n",
+            files.path("policies.yaml").display(),
+            files.audit_path().display()
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_medic-actuator");
+    let args = ["--config", &config.display().to_string(), "--bogus-flag"].map(String::from);
+    let out = Command::new(bin)
+        .args(&args)
+        .env("MEDIC_ACTUATOR_KUBERNETES_RETRY_BACKOFF", "soon")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report = format!(
+        "command: MEDIC_ACTUATOR_KUBERNETES_RETRY_BACKOFF=soon {bin} {}\nstatus: {}\nstderr:\n{stderr}",
+        args.join(" "),
+        out.status
+    );
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    for want in [
+        format!(
+            "config file {}: audit.max_files: invalid type: string \"lots\", expected usize at line 4 column 14",
+            config.display()
+        ),
+        format!(
+            "config file {}: listn: unknown field `listn`",
+            config.display()
+        ),
+        "MEDIC_ACTUATOR_KUBERNETES_RETRY_BACKOFF=\"soon\": expected number at 0".into(),
+        "unexpected argument '--bogus-flag' found".into(),
+    ] {
+        assert!(stderr.contains(&want), "missing {want:?}\n{report}");
+    }
+    assert!(
+        !files.audit_path().exists(),
+        "nothing was created\n{report}"
+    );
+}

@@ -218,6 +218,42 @@ impl BrokerPolicy {
         self.kafka.is_some() && self.backend != BackendKind::CruiseControl
     }
 
+    /// Every secret or certificate file this entry names that cannot be read,
+    /// prefixed with `at`: checked with the rest of the configuration, so that a missing mount
+    /// is a configuration error reported with all the others, before anything starts.
+    pub fn file_problems(&self, at: &str) -> Vec<String> {
+        let mut files: Vec<(String, &PathBuf)> = Vec::new();
+        if let Some(k) = &self.kafka {
+            for (key, f) in [
+                ("tls_ca_file", &k.tls_ca_file),
+                ("tls_cert_file", &k.tls_cert_file),
+                ("tls_key_file", &k.tls_key_file),
+                ("sasl_password_file", &k.sasl_password_file),
+            ] {
+                if let Some(f) = f {
+                    files.push((format!("{at}.kafka.{key}"), f));
+                }
+            }
+        }
+        if let Some(cc) = &self.cruise_control {
+            for (key, f) in [
+                ("basic_password_file", &cc.basic_password_file),
+                ("bearer_token_file", &cc.bearer_token_file),
+            ] {
+                if let Some(f) = f {
+                    files.push((format!("{at}.cruise_control.{key}"), f));
+                }
+            }
+        }
+        files
+            .into_iter()
+            .filter_map(|(key, f)| {
+                let e = std::fs::read(f).err()?;
+                Some(format!("{key}: cannot read {}: {e}", f.display()))
+            })
+            .collect()
+    }
+
     /// Every problem of this entry, prefixed with `at` (e.g. `brokers[0]`).
     pub fn problems(&self, at: &str) -> Vec<String> {
         let mut out = Vec::new();

@@ -1,0 +1,216 @@
+//! One layer of settings: every field optional, filled from flags, the environment or the file.
+//!
+//! The same structs are parsed by clap (flags, and environment variables turned into flags) and
+//! by serde (the YAML file), so a setting is declared once and has one name everywhere:
+//! `audit.max_files` in the file, `--audit-max-files` as a flag, `MEDIC_ACTUATOR_AUDIT_MAX_FILES`
+//! in the environment. The clap id of each argument is the dotted key; the defaults live in
+//! [`super::Config`]'s `Default` and are shown in `--help` from there.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::telemetry::LogFormat;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| e.to_string())
+}
+
+fn number<T: FromStr>(s: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    s.trim().parse::<T>().map_err(|e| e.to_string())
+}
+
+fn boolean(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean (true/false)")),
+    }
+}
+
+fn text(s: &str) -> Result<String, String> {
+    Ok(s.trim().to_string())
+}
+
+fn path(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s.trim()))
+}
+
+fn log_format(s: &str) -> Result<LogFormat, String> {
+    LogFormat::from_str(s.trim())
+}
+
+/// Every medic-actuator setting. See `medic-actuator --help` for each one's meaning.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    /// Address and port of the HTTP listener.
+    #[arg(id = "listen", long = "listen", value_name = "ADDR:PORT", value_parser = number::<SocketAddr>)]
+    pub listen: Option<SocketAddr>,
+    /// Policy file, YAML (required).
+    #[arg(id = "policies_file", long = "policies-file", value_name = "FILE", value_parser = path)]
+    pub policies_file: Option<PathBuf>,
+    /// Name of this actuator in audit records and annotations (default: $HOSTNAME).
+    #[arg(id = "instance", long = "instance", value_name = "NAME", value_parser = text)]
+    pub instance: Option<String>,
+    /// Decide and audit, but never patch.
+    #[arg(id = "dry_run", long = "dry-run", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = boolean)]
+    pub dry_run: Option<bool>,
+    /// Start paused (decisions are audited as skipped/paused).
+    #[arg(id = "paused", long = "paused", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = boolean)]
+    pub paused: Option<bool>,
+    /// Run without authentication (trusted loopback only).
+    #[arg(id = "insecure_no_auth", long = "insecure-no-auth", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = boolean)]
+    pub insecure_no_auth: Option<bool>,
+    /// Authentication of the HTTP API.
+    #[command(flatten)]
+    #[serde(default)]
+    pub auth: AuthLayer,
+    /// TLS on the listener.
+    #[command(flatten)]
+    #[serde(default)]
+    pub tls: TlsLayer,
+    /// Largest request body, bytes (413 above).
+    #[arg(id = "body_limit_bytes", long = "body-limit-bytes", value_name = "BYTES", value_parser = number::<u64>)]
+    pub body_limit_bytes: Option<u64>,
+    /// Limits of the HTTP server against slow and idle clients.
+    #[command(flatten)]
+    #[serde(default)]
+    pub http: HttpLayer,
+    /// The audit log.
+    #[command(flatten)]
+    #[serde(default)]
+    pub audit: AuditLayer,
+    /// The Kubernetes API.
+    #[command(flatten)]
+    #[serde(default)]
+    pub kubernetes: KubernetesLayer,
+    /// Prometheus.
+    #[command(flatten)]
+    #[serde(default)]
+    pub prometheus: PrometheusLayer,
+    /// Re-evaluation interval of firing (and resolved, until settled) lag alerts.
+    #[arg(id = "reevaluate_interval", long = "reevaluate-interval", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub reevaluate_interval: Option<Duration>,
+    /// A delivery (fingerprint, status, startsAt) seen within this window is a duplicate.
+    #[arg(id = "dedupe_window", long = "dedupe-window", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub dedupe_window: Option<Duration>,
+    /// Forget firing alerts not re-sent for this long (set it above the route's repeat_interval).
+    #[arg(id = "alert_ttl", long = "alert-ttl", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub alert_ttl: Option<Duration>,
+    /// Log format: auto (json unless stderr is a terminal), json or text (alias: plain).
+    #[arg(id = "log_format", long = "log-format", value_name = "FORMAT", value_parser = log_format)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// `auth.*`
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthLayer {
+    /// Bearer token file (trailing whitespace ignored).
+    #[arg(id = "auth.bearer_token_file", long = "auth-bearer-token-file", value_name = "FILE", value_parser = path)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Basic-auth user name (with auth.basic_password_file).
+    #[arg(id = "auth.basic_username", long = "auth-basic-username", value_name = "USER", value_parser = text)]
+    pub basic_username: Option<String>,
+    /// Basic-auth password file.
+    #[arg(id = "auth.basic_password_file", long = "auth-basic-password-file", value_name = "FILE", value_parser = path)]
+    pub basic_password_file: Option<PathBuf>,
+}
+
+/// `tls.*`
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsLayer {
+    /// TLS certificate chain, PEM (with tls.key_file).
+    #[arg(id = "tls.cert_file", long = "tls-cert-file", value_name = "FILE", value_parser = path)]
+    pub cert_file: Option<PathBuf>,
+    /// TLS private key, PEM: PKCS#8, PKCS#1 or SEC1 (with tls.cert_file).
+    #[arg(id = "tls.key_file", long = "tls-key-file", value_name = "FILE", value_parser = path)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `http.*`
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLayer {
+    /// Time to send a complete request head (and finish a TLS handshake); also bounds the wait
+    /// for the next request on a kept-alive connection.
+    #[arg(id = "http.header_read_timeout", long = "http-header-read-timeout", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub header_read_timeout: Option<Duration>,
+    /// Close a connection with no request in flight after this long.
+    #[arg(id = "http.idle_timeout", long = "http-idle-timeout", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    /// Most connections open at once, kept below the open-file limit; at the cap the oldest
+    /// connection with no request in flight is closed to make room.
+    #[arg(id = "http.max_connections", long = "http-max-connections", value_name = "N", value_parser = number::<usize>)]
+    pub max_connections: Option<usize>,
+}
+
+/// `audit.*`
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLayer {
+    /// Audit log file (JSON lines); rotated files get .1, .2, ...
+    #[arg(id = "audit.path", long = "audit-path", value_name = "FILE", value_parser = path)]
+    pub path: Option<PathBuf>,
+    /// Rotate the audit log at this size, bytes (at least 65536).
+    #[arg(id = "audit.max_bytes", long = "audit-max-bytes", value_name = "BYTES", value_parser = number::<u64>)]
+    pub max_bytes: Option<u64>,
+    /// Rotated audit files kept (at least 1).
+    #[arg(id = "audit.max_files", long = "audit-max-files", value_name = "N", value_parser = number::<usize>)]
+    pub max_files: Option<usize>,
+}
+
+/// `kubernetes.*`
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesLayer {
+    /// Plain-HTTP Kubernetes API URL (e.g. kubectl proxy); unset = in-cluster or kubeconfig.
+    #[arg(id = "kubernetes.api_url", long = "kubernetes-api-url", value_name = "URL", value_parser = text)]
+    pub api_url: Option<String>,
+    /// Timeout of one Kubernetes request.
+    #[arg(id = "kubernetes.request_timeout", long = "kubernetes-request-timeout", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub request_timeout: Option<Duration>,
+    /// Attempts on 5xx, 429 and transport errors.
+    #[arg(id = "kubernetes.retry_attempts", long = "kubernetes-retry-attempts", value_name = "N", value_parser = number::<u32>)]
+    pub retry_attempts: Option<u32>,
+    /// First backoff delay, doubled per attempt, at most 2s.
+    #[arg(id = "kubernetes.retry_backoff", long = "kubernetes-retry-backoff", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub retry_backoff: Option<Duration>,
+    /// Fresh reads after a 409 conflict before giving up.
+    #[arg(id = "kubernetes.conflict_retries", long = "kubernetes-conflict-retries", value_name = "N", value_parser = number::<u32>)]
+    pub conflict_retries: Option<u32>,
+    /// Reuse of a namespace's HorizontalPodAutoscaler and ScaledObject list (0s: list before
+    /// every scaling decision).
+    #[arg(id = "kubernetes.autoscaler_cache_ttl", long = "kubernetes-autoscaler-cache-ttl", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub autoscaler_cache_ttl: Option<Duration>,
+}
+
+/// `prometheus.*`
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusLayer {
+    /// Prometheus base URL; unset = use the alert's lag_offsets annotation.
+    #[arg(id = "prometheus.url", long = "prometheus-url", value_name = "URL", value_parser = text)]
+    pub url: Option<String>,
+    /// Timeout of one Prometheus query.
+    #[arg(id = "prometheus.timeout", long = "prometheus-timeout", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
