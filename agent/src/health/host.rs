@@ -1,9 +1,17 @@
 //! Whole-host figures: `/proc/stat`, `/proc/meminfo` and `/proc/net/dev` (also used for a
 //! process's `/proc/<pid>/net/dev`).
+//!
+//! `/proc/stat` and `net/dev` are parsed by `procfs-core`. `/proc/meminfo` stays hand-written:
+//! procfs-core's `Meminfo` insists on about ten keys this module never reads, panics on a key
+//! whose last character is not ASCII, and multiplies kB by 1024 unchecked; two `kB` lines do
+//! not need it.
 
 use std::path::Path;
 
-use super::{fill, parse_u64_field, read_parsed, read_text, HealthError, HealthSample, Stage};
+use procfs_core::net::InterfaceDeviceStatus;
+use procfs_core::{ExplicitSystemInfo, FromBufRead, FromBufReadSI, KernelStats};
+
+use super::{fill, parse_u64_field, procfs_reason, read_parsed, HealthError, HealthSample, Stage};
 
 /// Received and transmitted bytes summed over every interface except `lo`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,54 +20,54 @@ pub(crate) struct NetTotals {
     pub tx_bytes: u64,
 }
 
-/// The non-idle clock ticks of the aggregate `cpu` line of `/proc/stat`: user + nice + system +
-/// irq + softirq + steal. Idle and iowait are left out, and guest time is already in user.
-/// Kernels older than 2.6.11 print fewer columns; the missing ones count as 0.
-pub(crate) fn parse_stat_busy_ticks(text: &str) -> Result<u64, String> {
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some("cpu"))
-        .ok_or("no aggregate \"cpu\" line")?;
-    let fields: Vec<&str> = line.split_whitespace().skip(1).collect();
-    if fields.len() < 4 {
-        return Err(format!(
-            "the \"cpu\" line has {} columns, expected at least 4 (user nice system idle)",
-            fields.len()
-        ));
-    }
-    const NAMES: [&str; 8] = [
-        "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
-    ];
-    let mut values = [0u64; 8];
-    for (slot, (value, name)) in values.iter_mut().zip(fields.iter().zip(NAMES)) {
-        *slot = parse_u64_field(value, name)?;
-    }
-    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = values;
-    [user, nice, system, irq, softirq, steal]
+/// What `/proc/stat` gives: the non-idle clock ticks of the aggregate `cpu` line and the number
+/// of `cpuN` lines (the online CPUs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CpuStat {
+    pub busy_ticks: u64,
+    pub cores: u32,
+}
+
+/// The system information `KernelStats` asks for. Only its raw tick fields are read here, never
+/// its millisecond helpers, so the clock rate it is given does not change any figure.
+const STAT_SYSTEM_INFO: ExplicitSystemInfo = ExplicitSystemInfo {
+    boot_time_secs: 0,
+    ticks_per_second: 100,
+    page_size: 4096,
+    is_little_endian: cfg!(target_endian = "little"),
+};
+
+/// Parses `/proc/stat`. Busy ticks are user + nice + system + irq + softirq + steal: idle and
+/// iowait are left out, and guest time is already in user. Kernels older than 2.6.11 print
+/// fewer columns; the missing ones count as 0.
+pub(crate) fn parse_stat(text: &str) -> Result<CpuStat, String> {
+    let stats = KernelStats::from_buf_read(text.as_bytes(), &STAT_SYSTEM_INFO).map_err(|e| {
+        procfs_reason(
+            "a /proc/stat file (\"cpu\", \"cpuN\", ctxt, btime, processes lines)",
+            e,
+        )
+    })?;
+    let t = &stats.total;
+    let busy_ticks = [t.user, t.nice, t.system]
         .into_iter()
+        .chain([t.irq, t.softirq, t.steal].into_iter().flatten())
         .try_fold(0u64, u64::checked_add)
-        .ok_or_else(|| "the CPU tick sum overflows".to_string())
+        .ok_or("the CPU tick sum overflows")?;
+    let cores = match u32::try_from(stats.cpu_time.len()) {
+        Ok(0) => return Err("no \"cpuN\" lines".to_string()),
+        Ok(n) => n,
+        Err(_) => {
+            return Err(format!(
+                "{} \"cpuN\" lines is not plausible",
+                stats.cpu_time.len()
+            ))
+        }
+    };
+    Ok(CpuStat { busy_ticks, cores })
 }
 
-/// The number of `cpuN` lines of `/proc/stat` (the online CPUs).
-pub(crate) fn parse_stat_cores(text: &str) -> Result<u32, String> {
-    let count = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|name| {
-            name.strip_prefix("cpu")
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .count();
-    match u32::try_from(count) {
-        Ok(0) => Err("no \"cpuN\" lines".to_string()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("{count} \"cpuN\" lines is not plausible")),
-    }
-}
-
-/// Reads one `Key: value kB` line of `/proc/meminfo` (or `/proc/<pid>/status`) as bytes.
-pub(crate) fn parse_kb_line(text: &str, key: &str) -> Result<u64, String> {
+/// Reads one `Key: value kB` line of `/proc/meminfo` as bytes.
+fn parse_kb_line(text: &str, key: &str) -> Result<u64, String> {
     let line = text
         .lines()
         .find(|l| l.split(':').next() == Some(key))
@@ -85,48 +93,28 @@ pub(crate) fn parse_meminfo_used(text: &str) -> Result<u64, String> {
 
 /// Sums the receive and transmit bytes of a `/proc/net/dev` file over every interface but `lo`.
 pub(crate) fn parse_net_dev(text: &str) -> Result<NetTotals, String> {
+    let table = InterfaceDeviceStatus::from_buf_read(text.as_bytes()).map_err(|e| {
+        procfs_reason(
+            "a net/dev table (two header lines, then \"NAME: 16 counters\" per interface)",
+            e,
+        )
+    })?;
+    if table.0.is_empty() {
+        return Err("no interface lines".to_string());
+    }
     let mut totals = NetTotals {
         rx_bytes: 0,
         tx_bytes: 0,
     };
-    let mut interfaces = 0usize;
-    for (n, line) in text.lines().enumerate() {
-        let Some((name, counters)) = line.split_once(':') else {
-            // The two header lines have no colon; anything else without one is garbage.
-            if (n < 2 && line.contains('|')) || line.trim().is_empty() {
-                continue;
-            }
-            return Err(format!(
-                "line {}: expected \"interface: counters\": {line:?}",
-                n + 1
-            ));
-        };
-        let name = name.trim();
-        let fields: Vec<&str> = counters.split_whitespace().collect();
-        if fields.len() < 16 {
-            return Err(format!(
-                "line {}: interface {name:?} has {} counters, expected 16",
-                n + 1,
-                fields.len()
-            ));
-        }
-        let rx = parse_u64_field(fields[0], "receive bytes")?;
-        let tx = parse_u64_field(fields[8], "transmit bytes")?;
-        interfaces += 1;
-        if name == "lo" {
-            continue;
-        }
+    for dev in table.0.values().filter(|dev| dev.name != "lo") {
         totals.rx_bytes = totals
             .rx_bytes
-            .checked_add(rx)
+            .checked_add(dev.recv_bytes)
             .ok_or("the receive byte sum overflows")?;
         totals.tx_bytes = totals
             .tx_bytes
-            .checked_add(tx)
+            .checked_add(dev.sent_bytes)
             .ok_or("the transmit byte sum overflows")?;
-    }
-    if interfaces == 0 {
-        return Err("no interface lines".to_string());
     }
     Ok(totals)
 }
@@ -144,7 +132,7 @@ pub(crate) fn fill_network(path: &Path, sample: &mut HealthSample) {
 
 /// The host's online CPUs, from `proc_root/stat`.
 pub(crate) fn read_host_cores(proc_root: &Path) -> Result<f64, HealthError> {
-    read_parsed(Stage::Cpu, &proc_root.join("stat"), parse_stat_cores).map(f64::from)
+    read_parsed(Stage::Cpu, &proc_root.join("stat"), parse_stat).map(|stat| f64::from(stat.cores))
 }
 
 /// The cores available under a cgroup `limit` (`None` = unlimited): the limit capped at the
@@ -158,17 +146,12 @@ pub(crate) fn capacity(limit: Option<f64>, proc_root: &Path) -> Result<f64, Heal
 
 /// Fills every non-disk field from the host's `/proc`.
 pub(crate) fn collect(proc_root: &Path, user_hz: f64, sample: &mut HealthSample) {
-    let stat_path = proc_root.join("stat");
-    match read_text(Stage::Cpu, &stat_path) {
-        Ok(text) => {
-            let cpu = parse_stat_busy_ticks(&text)
-                .map(|ticks| ticks as f64 / user_hz)
-                .map_err(|reason| HealthError::parse(Stage::Cpu, &stat_path, reason));
-            fill(&mut sample.cpu_seconds_total, &mut sample.errors, cpu);
-            let cores = parse_stat_cores(&text)
-                .map(f64::from)
-                .map_err(|reason| HealthError::parse(Stage::Cpu, &stat_path, reason));
-            fill(&mut sample.cpu_cores, &mut sample.errors, cores);
+    // One parse gives both CPU figures, so a broken file fails both with one error, as an
+    // unreadable one does.
+    match read_parsed(Stage::Cpu, &proc_root.join("stat"), parse_stat) {
+        Ok(stat) => {
+            sample.cpu_seconds_total = Some(stat.busy_ticks as f64 / user_hz);
+            sample.cpu_cores = Some(f64::from(stat.cores));
         }
         Err(e) => sample.errors.push(e),
     }
@@ -188,58 +171,63 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn busy_ticks_table() {
-        let table: &[(&str, Result<u64, &str>)] = &[
-            // user nice system idle iowait irq softirq steal guest guest_nice
-            (
-                "cpu  100 20 30 1000 50 5 6 7 40 0\ncpu0 1 2 3 4\n",
-                Ok(100 + 20 + 30 + 5 + 6 + 7),
-            ),
-            ("intr 1\ncpu 1 2 3 4\n", Ok(6)),
-            ("cpu 1 2 3 4 5 6\n", Ok(1 + 2 + 3 + 6)),
-            ("cpu0 1 2 3 4\n", Err("no aggregate \"cpu\" line")),
-            ("", Err("no aggregate \"cpu\" line")),
-            (
-                "cpu 1 2 3\n",
-                Err("the \"cpu\" line has 3 columns, expected at least 4 (user nice system idle)"),
-            ),
-            (
-                "cpu 1 x 3 4\n",
-                Err("nice is not an unsigned integer: \"x\""),
-            ),
-            (
-                "cpu 1 2 3 4 5 -6\n",
-                Err("irq is not an unsigned integer: \"-6\""),
-            ),
-            (
-                "cpu 18446744073709551615 1 0 0\n",
-                Err("the CPU tick sum overflows"),
-            ),
-        ];
-        for (input, want) in table {
-            let got = parse_stat_busy_ticks(input);
-            assert_eq!(got, want.map_err(str::to_string), "input {input:?}");
+    /// A `/proc/stat` with the given `cpu` line, `cpuN` lines and the lines procfs-core needs.
+    fn stat_file(cpu: &str, cores: &[&str]) -> String {
+        let mut s = format!("{cpu}\n");
+        for line in cores {
+            s.push_str(line);
+            s.push('\n');
         }
+        s.push_str("intr 1\nctxt 999\nbtime 1700000000\nprocesses 4242\n");
+        s
     }
 
     #[test]
-    fn cores_table() {
-        let table: &[(&str, Result<u32, &str>)] = &[
+    fn stat_table() {
+        let cpu0 = "cpu0 1 2 3 4";
+        let table: Vec<(String, Result<CpuStat, &str>)> = vec![
+            // user nice system idle iowait irq softirq steal guest guest_nice
             (
-                "cpu 1 2 3 4\ncpu0 1 2 3 4\ncpu1 1 2 3 4\ncpu17 1 2 3 4\n",
-                Ok(3),
+                stat_file("cpu  100 20 30 1000 50 5 6 7 40 0", &[cpu0, "cpu1 1 2 3 4", "cpu17 1 2 3 4"]),
+                Ok(CpuStat { busy_ticks: 100 + 20 + 30 + 5 + 6 + 7, cores: 3 }),
             ),
-            ("cpu 1 2 3 4\ncpu0 1\n", Ok(1)),
-            ("cpu 1 2 3 4\ncpux 1\ncpu 2\n", Err("no \"cpuN\" lines")),
-            ("", Err("no \"cpuN\" lines")),
+            (stat_file("cpu 1 2 3 4", &[cpu0]), Ok(CpuStat { busy_ticks: 6, cores: 1 })),
+            (
+                stat_file("cpu 1 2 3 4 5 6", &[cpu0]),
+                Ok(CpuStat { busy_ticks: 1 + 2 + 3 + 6, cores: 1 }),
+            ),
+            (
+                stat_file("cpu 1 2 3 4", &[]),
+                Err("no \"cpuN\" lines"),
+            ),
+            (
+                stat_file("cpu 18446744073709551615 1 0 0", &[cpu0]),
+                Err("the CPU tick sum overflows"),
+            ),
+            (
+                stat_file("intr 1", &[cpu0]),
+                Err("not a /proc/stat file (\"cpu\", \"cpuN\", ctxt, btime, processes lines): a field is missing"),
+            ),
+            (
+                stat_file("cpu 1 2 3", &[cpu0]),
+                Err("not a /proc/stat file (\"cpu\", \"cpuN\", ctxt, btime, processes lines): a field is missing"),
+            ),
+            (
+                stat_file("cpu 1 x 3 4", &[cpu0]),
+                Err("not a /proc/stat file (\"cpu\", \"cpuN\", ctxt, btime, processes lines): \"x\" is not a number (invalid digit found in string)"),
+            ),
+            (
+                "cpu 1 2 3 4\ncpu0 1 2 3 4\n".to_string(),
+                Err("not a /proc/stat file (\"cpu\", \"cpuN\", ctxt, btime, processes lines): a field is missing"),
+            ),
+            (
+                String::new(),
+                Err("not a /proc/stat file (\"cpu\", \"cpuN\", ctxt, btime, processes lines): a field is missing"),
+            ),
         ];
         for (input, want) in table {
-            assert_eq!(
-                parse_stat_cores(input),
-                want.map_err(str::to_string),
-                "input {input:?}"
-            );
+            let got = parse_stat(&input);
+            assert_eq!(got, want.map_err(str::to_string), "input {input:?}");
         }
     }
 
@@ -290,10 +278,12 @@ mod tests {
         }
     }
 
+    const NOT_NET_DEV: &str =
+        "not a net/dev table (two header lines, then \"NAME: 16 counters\" per interface)";
+
     #[test]
     fn net_dev_table() {
         let good = fake::net_dev((5000, 6000), &[("eth0", 1000, 2000), ("wlan0", 30, 40)]);
-        let no_space = "Inter-|\n face |\n  eth0:12 0 0 0 0 0 0 0 34 0 0 0 0 0 0 0\n";
         let short = "Inter-|\n face |\n  eth0: 1 2 3\n";
         let garbage = "Inter-|\n face |\nhello world\n";
         let bad_number = "Inter-|\n face |\n  eth0: 1 2 3 4 5 6 7 8 x 0 0 0 0 0 0 0\n";
@@ -306,30 +296,20 @@ mod tests {
                 }),
             ),
             (
-                no_space,
-                Ok(NetTotals {
-                    rx_bytes: 12,
-                    tx_bytes: 34,
-                }),
-            ),
-            (
                 "Inter-|\n face |\n    lo: 1 0 0 0 0 0 0 0 2 0 0 0 0 0 0 0\n",
                 Ok(NetTotals {
                     rx_bytes: 0,
                     tx_bytes: 0,
                 }),
             ),
-            (
-                short,
-                Err("line 3: interface \"eth0\" has 3 counters, expected 16".into()),
-            ),
+            (short, Err(format!("{NOT_NET_DEV}: a field is missing"))),
             (
                 garbage,
-                Err("line 3: expected \"interface: counters\": \"hello world\"".into()),
+                Err(format!("{NOT_NET_DEV}: \"world\" is not a number")),
             ),
             (
                 bad_number,
-                Err("transmit bytes is not an unsigned integer: \"x\"".into()),
+                Err(format!("{NOT_NET_DEV}: \"x\" is not a number")),
             ),
             ("", Err("no interface lines".into())),
             ("Inter-|\n face |\n", Err("no interface lines".into())),
@@ -379,9 +359,12 @@ mod tests {
         assert_eq!(
             messages,
             vec![
-                format!("memory: cannot read {}: No such file or directory (os error 2)", meminfo.display()),
                 format!(
-                    "network: cannot parse {}: line 3: interface \"eth0\" has 2 counters, expected 16",
+                    "memory: cannot read {}: No such file or directory (os error 2)",
+                    meminfo.display()
+                ),
+                format!(
+                    "network: cannot parse {}: {NOT_NET_DEV}: a field is missing",
                     netdev.display()
                 ),
             ]
@@ -389,17 +372,24 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_cpu_line_still_counts_cores() {
+    fn a_broken_stat_file_fails_both_cpu_figures_and_nothing_else() {
         let root = tempfile::tempdir().unwrap();
         fake::host(root.path());
         std::fs::write(root.path().join("stat"), "cpu 1 2\ncpu0 1 2 3 4\n").unwrap();
         let mut sample = HealthSample::default();
         collect(root.path(), 100.0, &mut sample);
         assert_eq!(sample.cpu_seconds_total, None);
-        assert_eq!(sample.cpu_cores, Some(1.0));
-        assert_eq!(sample.errors.len(), 1);
-        assert_eq!(sample.errors[0].stage(), "cpu");
+        assert_eq!(sample.cpu_cores, None);
+        let messages: Vec<String> = sample.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            vec![format!(
+                "cpu: cannot parse {}: not a /proc/stat file (\"cpu\", \"cpuN\", ctxt, btime, processes lines): a field is missing",
+                root.path().join("stat").display()
+            )]
+        );
         assert_eq!(sample.memory_used_bytes, Some(4_000_000 * 1024));
+        assert_eq!(sample.network_receive_bytes_total, Some(1030));
     }
 
     #[test]
@@ -419,8 +409,7 @@ mod tests {
     proptest! {
         #[test]
         fn host_parsers_never_panic(text in "\\PC*") {
-            let _ = parse_stat_busy_ticks(&text);
-            let _ = parse_stat_cores(&text);
+            let _ = parse_stat(&text);
             let _ = parse_meminfo_used(&text);
             let _ = parse_kb_line(&text, "VmRSS");
             let _ = parse_net_dev(&text);
@@ -429,29 +418,31 @@ mod tests {
         #[test]
         fn host_parsers_never_panic_on_near_miss_input(
             lines in proptest::collection::vec(
-                "(cpu[0-9]?|MemTotal:|MemAvailable:| *eth0:| *lo:|Inter-\\|)( +[-0-9a-z]{0,21}){0,18}",
+                "(cpu[0-9]?|ctxt|btime|processes|MemTotal:|MemAvailable:| *eth0:| *lo:|Inter-\\|)( +[-0-9a-z]{0,21}){0,18}",
                 0..6,
             )
         ) {
             let text = lines.join("\n");
-            let _ = parse_stat_busy_ticks(&text);
-            let _ = parse_stat_cores(&text);
+            let _ = parse_stat(&text);
             let _ = parse_meminfo_used(&text);
             let _ = parse_net_dev(&text);
         }
 
         #[test]
         fn net_dev_sums_every_interface_but_lo(
-            ifaces in proptest::collection::vec(("[a-z]{1,8}[0-9]?", 0u64..1 << 40, 0u64..1 << 40), 0..8),
+            // The kernel lists each interface once.
+            ifaces in proptest::collection::btree_map("[a-z]{1,8}[0-9]?", (0u64..1 << 40, 0u64..1 << 40), 0..8),
             lo in (0u64..1 << 40, 0u64..1 << 40),
         ) {
-            let ifaces: Vec<(String, u64, u64)> =
-                ifaces.into_iter().filter(|(n, _, _)| n != "lo").collect();
-            let refs: Vec<(&str, u64, u64)> = ifaces.iter().map(|(n, r, t)| (n.as_str(), *r, *t)).collect();
+            let refs: Vec<(&str, u64, u64)> = ifaces
+                .iter()
+                .filter(|(n, _)| n.as_str() != "lo")
+                .map(|(n, (r, t))| (n.as_str(), *r, *t))
+                .collect();
             let text = fake::net_dev(lo, &refs);
             let got = parse_net_dev(&text).unwrap();
-            prop_assert_eq!(got.rx_bytes, ifaces.iter().map(|i| i.1).sum::<u64>());
-            prop_assert_eq!(got.tx_bytes, ifaces.iter().map(|i| i.2).sum::<u64>());
+            prop_assert_eq!(got.rx_bytes, refs.iter().map(|i| i.1).sum::<u64>());
+            prop_assert_eq!(got.tx_bytes, refs.iter().map(|i| i.2).sum::<u64>());
         }
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! Everything is read from plain files under [`HealthConfig::proc_root`] (normally `/proc`) and
 //! [`HealthConfig::cgroup_root`] (normally `/sys/fs/cgroup`), plus one `statvfs(2)` per log
-//! directory. [`HealthCollector::collect`] blocks on file reads, so the caller runs it on
+//! directory. The `/proc` files are parsed by `procfs-core` (`/proc/meminfo` aside: see
+//! `host.rs`) from text this module reads itself, so that every error names the file. [`HealthCollector::collect`] blocks on file reads, so the caller runs it on
 //! `spawn_blocking`. It never panics: every reading that fails adds one [`HealthError`] to
 //! [`HealthSample::errors`] (naming the file and the reason) and leaves its field `None`; the
 //! other fields are still filled.
@@ -291,6 +292,41 @@ pub(crate) fn parse_u64_field(value: &str, name: &str) -> Result<u64, String> {
         .map_err(|_| format!("{name} is not an unsigned integer: {value:?}"))
 }
 
+/// Why `procfs-core` rejected a file, said as what the file should have been. Its parse errors
+/// come framed as "please report this procfs bug" (nested once per layer) and quote its own
+/// source expressions; on a file handed to it, the file is what is off, so only the value and
+/// the reason are kept.
+pub(crate) fn procfs_reason(expected: &str, err: procfs_core::ProcError) -> String {
+    let detail = match err {
+        procfs_core::ProcError::InternalError(e) => {
+            let last = e.msg.rsplit('\n').next().unwrap_or_default();
+            tidy_procfs_detail(last.trim_start_matches("Internal Unwrap Error: "))
+        }
+        other => other.to_string(),
+    };
+    format!("not {expected}: {detail}")
+}
+
+/// `Failed to parse EXPR ("VALUE") as a TYPE: WHY` and `VALUE: Failed to convert` name the
+/// value; `NoneError` is a missing field.
+fn tidy_procfs_detail(detail: &str) -> String {
+    if let Some(rest) = detail.strip_prefix("Failed to parse ") {
+        let open = rest.find(" (\"");
+        let close = rest.rfind("\") as a ");
+        if let (Some(open), Some(close)) = (open, close) {
+            let value = rest.get(open + 2..=close).unwrap_or_default();
+            let why = rest.get(close..).and_then(|t| t.split_once(": "));
+            if let Some((_, why)) = why {
+                return format!("{value} is not a number ({why})");
+            }
+        }
+    }
+    if let Some(value) = detail.strip_suffix(": Failed to convert") {
+        return format!("{value:?} is not a number");
+    }
+    detail.replace("NoneError", "a field is missing")
+}
+
 /// Stores `result` into `field`, or its error into `errors`.
 pub(crate) fn fill<T>(
     field: &mut Option<T>,
@@ -426,10 +462,10 @@ mod fake {
         )
     }
 
-    /// A `/proc/<pid>/status` file with the given `VmRSS` in kB.
+    /// A `/proc/<pid>/status` file, as a 6.x kernel writes it, with the given `VmRSS` in kB.
     pub(super) fn status(name: &str, rss_kb: u64) -> String {
         format!(
-            "Name:\t{name}\nUmask:\t0022\nState:\tS (sleeping)\nVmPeak:\t 9999999 kB\nVmSize:\t 8888888 kB\nVmHWM:\t {} kB\nVmRSS:\t {rss_kb} kB\nRssAnon:\t 1 kB\nThreads:\t42\n",
+            "Name:\t{name}\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t42\nNgid:\t0\nPid:\t42\nPPid:\t1\nTracerPid:\t0\nUid:\t1000\t1000\t1000\t1000\nGid:\t1000\t1000\t1000\t1000\nFDSize:\t256\nGroups:\t1000 \nNStgid:\t42\nNSpid:\t42\nNSpgid:\t42\nNSsid:\t42\nVmPeak:\t 9999999 kB\nVmSize:\t 8888888 kB\nVmLck:\t       0 kB\nVmPin:\t       0 kB\nVmHWM:\t {} kB\nVmRSS:\t {rss_kb} kB\nRssAnon:\t       1 kB\nRssFile:\t       1 kB\nRssShmem:\t       0 kB\nVmData:\t  100 kB\nVmStk:\t  132 kB\nVmExe:\t   4 kB\nVmLib:\t 2000 kB\nVmPTE:\t  200 kB\nVmSwap:\t       0 kB\nHugetlbPages:\t       0 kB\nCoreDumping:\t0\nTHP_enabled:\t1\nThreads:\t42\nSigQ:\t0/63419\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nSigCgt:\t2000000181005ccf\nCapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t0\nSpeculation_Store_Bypass:\tthread vulnerable\nCpus_allowed:\tff\nCpus_allowed_list:\t0-7\nMems_allowed:\t00000001\nMems_allowed_list:\t0\nvoluntary_ctxt_switches:\t150\nnonvoluntary_ctxt_switches:\t545\n",
             rss_kb + 10
         )
     }
@@ -537,6 +573,7 @@ mod fake {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use procfs_core::FromRead;
     use std::time::{Duration, Instant};
 
     #[test]
@@ -585,6 +622,33 @@ mod tests {
         );
         let e = HealthError::unavailable(Stage::Process, "no process matches /kafka/");
         assert_eq!(e.to_string(), "process: no process matches /kafka/");
+    }
+
+    #[test]
+    fn procfs_details_name_the_value_not_procfs_internals() {
+        let table = [
+            ("NoneError", "a field is missing"),
+            ("hierarchy: NoneError", "hierarchy: a field is missing"),
+            (
+                "Failed to parse expect!(s.next()) (\"x\") as a u64: invalid digit found in string",
+                "\"x\" is not a number (invalid digit found in string)",
+            ),
+            (
+                "Failed to parse &s.replace(\" kB\", \"\") (\"12 MB\") as a T: invalid digit found in string",
+                "\"12 MB\" is not a number (invalid digit found in string)",
+            ),
+            ("hello: Failed to convert", "\"hello\" is not a number"),
+            ("invalid digit found in string", "invalid digit found in string"),
+            ("Failed to parse (\"", "Failed to parse (\""),
+        ];
+        for (detail, want) in table {
+            assert_eq!(tidy_procfs_detail(detail), want, "{detail:?}");
+        }
+        let nested = procfs_core::process::Stat::from_read(&b"1 (a) S"[..]).unwrap_err();
+        assert_eq!(
+            procfs_reason("a stat line", nested),
+            "not a stat line: a field is missing"
+        );
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Locating the broker process (pid file or command-line pattern) and reading
-//! `/proc/<pid>/{stat,status,net/dev,cgroup}`.
+//! `/proc/<pid>/{stat,status,net/dev,cgroup}`, parsed by `procfs-core`.
 
 use std::path::Path;
 
+use procfs_core::process::{Stat, Status};
+use procfs_core::{FromBufRead, FromRead, ProcessCGroups};
 use regex::Regex;
 
 use super::{
-    cgroup, fill, host, parse_u64_field, read_parsed, read_parsed_opt, HealthError, HealthSample,
+    cgroup, fill, host, procfs_reason, read_parsed, read_parsed_opt, HealthError, HealthSample,
     Stage,
 };
 
@@ -37,38 +39,41 @@ impl PidStat {
 /// Parses `/proc/<pid>/stat`. The command name is the text between the first `(` and the *last*
 /// `)`, since it may contain spaces and parentheses itself.
 pub(crate) fn parse_pid_stat(text: &str) -> Result<PidStat, String> {
-    let open = text.find('(').ok_or("no \"(\" before the command name")?;
-    let close = text.rfind(')').ok_or("no \")\" after the command name")?;
-    let (Some(pid), Some(comm), Some(rest)) = (
-        text.get(..open),
-        text.get(open + 1..close),
-        text.get(close + 1..),
-    ) else {
+    // procfs-core cuts the line at byte offsets around the parentheses (one before the first
+    // `(`, two after the last `)`) and panics when they are not there; the kernel always writes
+    // `PID (COMM) STATE ...`, so anything else is rejected here first.
+    let line = text.trim();
+    let open = line.find('(').ok_or("no \"(\" before the command name")?;
+    let close = line.rfind(')').ok_or("no \")\" after the command name")?;
+    if close < open {
         return Err("\")\" comes before \"(\"".to_string());
-    };
-    let pid = pid.trim();
-    let pid: u32 = pid
-        .parse()
-        .map_err(|_| format!("pid is not a number: {pid:?}"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    if fields.len() < 20 {
-        return Err(format!(
-            "{} fields after the command name, expected at least 20 (up to starttime)",
-            fields.len()
-        ));
     }
-    let mut state = fields[0].chars();
-    let (Some(state), None) = (state.next(), state.next()) else {
-        return Err(format!("state is not one letter: {:?}", fields[0]));
-    };
+    if open == 0 || line.as_bytes()[open - 1] != b' ' {
+        return Err("no \"PID \" before the command name".to_string());
+    }
+    if line.as_bytes().get(close + 1) != Some(&b' ') {
+        return Err("no fields after the command name".to_string());
+    }
+    let stat = Stat::from_read(line.as_bytes())
+        .map_err(|e| procfs_reason("a /proc/<pid>/stat line (PID (COMM) and 50 fields)", e))?;
+    let pid = u32::try_from(stat.pid).map_err(|_| format!("pid {} is negative", stat.pid))?;
     Ok(PidStat {
         pid,
-        comm: comm.to_string(),
-        state,
-        utime: parse_u64_field(fields[11], "utime")?,
-        stime: parse_u64_field(fields[12], "stime")?,
-        starttime: parse_u64_field(fields[19], "starttime")?,
+        comm: stat.comm,
+        state: stat.state,
+        utime: stat.utime,
+        stime: stat.stime,
+        starttime: stat.starttime,
     })
+}
+
+/// `VmRSS` of `/proc/<pid>/status`, in bytes.
+pub(crate) fn parse_status_rss(text: &str) -> Result<u64, String> {
+    let status = Status::from_buf_read(text.as_bytes())
+        .map_err(|e| procfs_reason("a /proc/<pid>/status file", e))?;
+    let kb = status.vmrss.ok_or("no VmRSS line")?;
+    kb.checked_mul(1024)
+        .ok_or_else(|| format!("VmRSS {kb} kB overflows in bytes"))
 }
 
 /// A pid file: one positive integer, surrounding whitespace ignored.
@@ -85,35 +90,21 @@ pub(crate) fn parse_pid_file(text: &str) -> Result<u32, String> {
 
 /// The cgroup v2 path (`0::PATH` line) of a `/proc/<pid>/cgroup` file; `None` on a pure v1 host.
 pub(crate) fn parse_cgroup_v2_path(text: &str) -> Result<Option<String>, String> {
-    for (n, line) in text.lines().enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(format!(
-                "line {}: expected \"ID:CONTROLLERS:PATH\", got {line:?}",
-                n + 1
-            ));
-        };
-        if id.parse::<u32>().is_err() {
-            return Err(format!(
-                "line {}: hierarchy id is not a number: {id:?}",
-                n + 1
-            ));
-        }
-        if id == "0" && controllers.is_empty() {
-            if !path.starts_with('/') {
-                return Err(format!(
-                    "line {}: cgroup path is not absolute: {path:?}",
-                    n + 1
-                ));
-            }
-            return Ok(Some(path.to_string()));
-        }
+    let groups = ProcessCGroups::from_buf_read(text.as_bytes())
+        .map_err(|e| procfs_reason("a /proc/<pid>/cgroup file (ID:CONTROLLERS:PATH lines)", e))?;
+    let Some(unified) = groups
+        .into_iter()
+        .find(|g| g.hierarchy == 0 && g.controllers.is_empty())
+    else {
+        return Ok(None);
+    };
+    if !unified.pathname.starts_with('/') {
+        return Err(format!(
+            "cgroup path is not absolute: {:?}",
+            unified.pathname
+        ));
     }
-    Ok(None)
+    Ok(Some(unified.pathname))
 }
 
 /// A `/proc/<pid>/cmdline` as one string: the NUL-separated arguments joined with spaces.
@@ -286,9 +277,7 @@ pub(crate) fn collect(
     fill(&mut sample.cpu_seconds_total, &mut sample.errors, cpu);
     let cores = process_cores(proc_root, cgroup_root, found.pid);
     fill(&mut sample.cpu_cores, &mut sample.errors, cores);
-    let memory = read_parsed(Stage::Memory, &dir.join("status"), |t| {
-        host::parse_kb_line(t, "VmRSS")
-    });
+    let memory = read_parsed(Stage::Memory, &dir.join("status"), parse_status_rss);
     fill(&mut sample.memory_used_bytes, &mut sample.errors, memory);
     host::fill_network(&dir.join("net/dev"), sample);
 }
@@ -311,6 +300,9 @@ mod tests {
             starttime,
         }
     }
+
+    const NOT_STAT_MISSING: &str =
+        "not a /proc/<pid>/stat line (PID (COMM) and 50 fields): a field is missing";
 
     #[test]
     fn parse_pid_stat_table() {
@@ -340,25 +332,30 @@ mod tests {
                 Err("no \")\" after the command name"),
             ),
             ("42 )java( S 1".to_string(), Err("\")\" comes before \"(\"")),
+            ("(java) S 1".to_string(), Err("no \"PID \" before the command name")),
+            ("42(java) S 1".to_string(), Err("no \"PID \" before the command name")),
+            ("42 (java)".to_string(), Err("no fields after the command name")),
+            ("42 (java)é 1".to_string(), Err("no fields after the command name")),
             (
                 "x (java) S 1".to_string(),
-                Err("pid is not a number: \"x\""),
+                Err("not a /proc/<pid>/stat line (PID (COMM) and 50 fields): invalid digit found in string"),
             ),
             (
                 "42 (java) S 1 2 3 4 5 6 7 8 9 10 11 12".to_string(),
-                Err("13 fields after the command name, expected at least 20 (up to starttime)"),
+                Err(NOT_STAT_MISSING),
             ),
             (
+                // procfs-core reads the state's first letter only.
                 fake::stat_line(42, "java", 'S', 1, 2, 3).replacen(" S ", " SS ", 1),
-                Err("state is not one letter: \"SS\""),
+                Ok(stat(42, "java", 'S', 1, 2, 3)),
             ),
             (
                 "42 (java) S 1 42 42 0 -1 4194560 100 0 0 0 -5 50 7 8 20 0 42 0 9000 1".to_string(),
-                Err("utime is not an unsigned integer: \"-5\""),
+                Err("not a /proc/<pid>/stat line (PID (COMM) and 50 fields): \"-5\" is not a number"),
             ),
             (
                 "42 (java) S 1 42 42 0 -1 4194560 100 0 0 0 5 50 7 8 20 0 42 0 soon 1".to_string(),
-                Err("starttime is not an unsigned integer: \"soon\""),
+                Err("not a /proc/<pid>/stat line (PID (COMM) and 50 fields): \"soon\" is not a number"),
             ),
             (String::new(), Err("no \"(\" before the command name")),
         ];
@@ -392,9 +389,11 @@ mod tests {
         }
     }
 
+    const NOT_CGROUP: &str = "not a /proc/<pid>/cgroup file (ID:CONTROLLERS:PATH lines)";
+
     #[test]
     fn parse_cgroup_v2_path_table() {
-        let table: &[(&str, Result<Option<&str>, &str>)] = &[
+        let table: Vec<(&str, Result<Option<&str>, String>)> = vec![
             ("0::/kubepods/pod1/abc\n", Ok(Some("/kubepods/pod1/abc"))),
             ("0::/\n", Ok(Some("/"))),
             ("0::/../other\n", Ok(Some("/../other"))),
@@ -409,24 +408,33 @@ mod tests {
             ("", Ok(None)),
             (
                 "garbage\n",
-                Err("line 1: expected \"ID:CONTROLLERS:PATH\", got \"garbage\""),
+                Err(format!(
+                    "{NOT_CGROUP}: \"garbage\" is not a number (invalid digit found in string)"
+                )),
             ),
-            ("0::/x\nx:y\n", Ok(Some("/x"))),
             (
-                "1:cpu:/x\nx:y\n",
-                Err("line 2: expected \"ID:CONTROLLERS:PATH\", got \"x:y\""),
+                "0::/x\nx:y\n",
+                Err(format!(
+                    "{NOT_CGROUP}: \"x\" is not a number (invalid digit found in string)"
+                )),
+            ),
+            (
+                "1:cpu:/x\n2:y\n",
+                Err(format!("{NOT_CGROUP}: path: a field is missing")),
             ),
             (
                 "a:cpu:/x\n",
-                Err("line 1: hierarchy id is not a number: \"a\""),
+                Err(format!(
+                    "{NOT_CGROUP}: \"a\" is not a number (invalid digit found in string)"
+                )),
             ),
             (
                 "0::relative\n",
-                Err("line 1: cgroup path is not absolute: \"relative\""),
+                Err("cgroup path is not absolute: \"relative\"".to_string()),
             ),
         ];
         for (input, want) in table {
-            let want = want.map(|o| o.map(str::to_string)).map_err(str::to_string);
+            let want = want.map(|o| o.map(str::to_string));
             assert_eq!(parse_cgroup_v2_path(input), want, "input {input:?}");
         }
     }
@@ -455,21 +463,22 @@ mod tests {
 
     #[test]
     fn vmrss_table() {
-        let table: &[(&str, Result<u64, &str>)] = &[
-            (&fake::status("java", 2048), Ok(2048 * 1024)),
-            ("Name:\tkthreadd\nState:\tS\n", Err("no VmRSS line")),
-            (
-                "VmRSS:\t12 MB\n",
-                Err("VmRSS has unit Some(\"MB\"), expected \"kB\""),
-            ),
-            (
-                "VmRSS:\tmany kB\n",
-                Err("VmRSS is not an unsigned integer: \"many\""),
-            ),
+        let status = fake::status("java", 2048);
+        let kthread = status.replace("VmRSS:\t 2048 kB\n", "");
+        let megabytes = status.replace("VmRSS:\t 2048 kB", "VmRSS:\t 12 MB");
+        let words = status.replace("VmRSS:\t 2048 kB", "VmRSS:\t many kB");
+        let huge = status.replace("VmRSS:\t 2048 kB", "VmRSS:\t 18446744073709551615 kB");
+        let table: Vec<(&str, Result<u64, &str>)> = vec![
+            (&status, Ok(2048 * 1024)),
+            (&kthread, Err("no VmRSS line")),
+            (&megabytes, Err("not a /proc/<pid>/status file: \"12 MB\" is not a number (invalid digit found in string)")),
+            (&words, Err("not a /proc/<pid>/status file: \"many\" is not a number (invalid digit found in string)")),
+            (&huge, Err("VmRSS 18446744073709551615 kB overflows in bytes")),
+            ("Name:\tkthreadd\nState:\tS\n", Err("not a /proc/<pid>/status file: a field is missing")),
         ];
         for (input, want) in table {
             assert_eq!(
-                host::parse_kb_line(input, "VmRSS"),
+                parse_status_rss(input),
                 want.map_err(str::to_string),
                 "input {input:?}"
             );
@@ -761,7 +770,7 @@ mod tests {
             messages,
             vec![
                 format!(
-                    "cpu: cannot parse {}: line 1: expected \"ID:CONTROLLERS:PATH\", got \"what\"",
+                    "cpu: cannot parse {}: {NOT_CGROUP}: \"what\" is not a number (invalid digit found in string)",
                     dir.join("cgroup").display()
                 ),
                 format!(
@@ -821,8 +830,16 @@ mod tests {
             let _ = parse_pid_stat(&text);
             let _ = parse_pid_file(&text);
             let _ = parse_cgroup_v2_path(&text);
+            let _ = parse_status_rss(&text);
             let _ = cmdline_string(&bytes);
             let _ = parse_pid_stat(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn pid_stat_never_panics_on_near_miss_lines(
+            line in "[0-9]{0,3}[ (]{0,2}[a-zé() ]{0,6}[) ]{0,2}[-0-9a-zé ]{0,80}",
+        ) {
+            let _ = parse_pid_stat(&line);
         }
 
         #[test]
