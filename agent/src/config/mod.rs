@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser};
 pub use layer::Layer;
 use regex::Regex;
@@ -127,8 +128,16 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = Cli::try_parse_from(args).map_err(LoadError::Cli)?;
-    let (env_layer, mut errors) = env_layer(env);
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let (cli, mut errors) = match Cli::try_parse_from(&args) {
+        Ok(cli) => (cli, Vec::new()),
+        Err(e) if !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            flags_one_by_one(&args)
+        }
+        Err(e) => return Err(LoadError::Cli(e)),
+    };
+    let (env_layer, env_errors) = env_layer(env);
+    errors.extend(env_errors);
     let config_path = cli
         .config
         .clone()
@@ -137,7 +146,7 @@ where
         Some(p) => match read_file(p) {
             Ok(l) => l,
             Err(e) => {
-                errors.push(e);
+                errors.extend(e);
                 Layer::default()
             }
         },
@@ -160,13 +169,74 @@ pub enum LoadError {
     Invalid(ConfigErrors),
 }
 
-fn read_file(path: &Path) -> Result<Layer, String> {
+/// After a bad command line: each flag on its own, so that every bad one is reported, and the
+/// good ones still make a layer.
+fn flags_one_by_one(args: &[std::ffi::OsString]) -> (Cli, Vec<String>) {
+    let mut cli = Cli {
+        config: None,
+        layer: Layer::default(),
+    };
+    let mut errors = Vec::new();
+    let mut rest = args.iter().skip(1).peekable();
+    while let Some(arg) = rest.next() {
+        let mut one = vec![args[0].clone(), arg.clone()];
+        let text = arg.to_string_lossy();
+        if text.starts_with("--") && !text.contains('=') {
+            if let Some(v) = rest.next_if(|v| !v.to_string_lossy().starts_with("--")) {
+                one.push(v.clone());
+            }
+        }
+        match Cli::try_parse_from(&one) {
+            Ok(c) => {
+                cli.config = c.config.or(cli.config);
+                cli.layer = merge(c.layer, cli.layer, Layer::default(), None).0;
+            }
+            Err(e) => {
+                let shown = one[1..]
+                    .iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>();
+                let why = e.render().to_string();
+                let why = why
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ");
+                errors.push(format!("flag {}: {why}", shown.join(" ")));
+            }
+        }
+    }
+    (cli, errors)
+}
+
+/// Reads the file. A bad key is reported with the parser's line and column; the other keys
+/// are then checked one by one, so that every bad key is reported in one run.
+fn read_file(path: &Path) -> Result<Layer, Vec<String>> {
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
     if text.trim().is_empty() {
         return Ok(Layer::default());
     }
-    serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let first = match serde_yaml::from_str::<Layer>(&text) {
+        Ok(layer) => return Ok(layer),
+        Err(e) => e.to_string(),
+    };
+    let mut errors = vec![at(&first)];
+    if let Ok(serde_yaml::Value::Mapping(doc)) = serde_yaml::from_str(&text) {
+        for (key, value) in doc {
+            let name = key.as_str().unwrap_or_default().to_string();
+            let mut one = serde_yaml::Mapping::new();
+            one.insert(key, value);
+            if let Err(e) = serde_yaml::from_value::<Layer>(serde_yaml::Value::Mapping(one)) {
+                let why = e.to_string();
+                if !first.contains(&why) {
+                    errors.push(at(&format!("key {name}: {why}")));
+                }
+            }
+        }
+    }
+    Err(errors)
 }
 
 /// Turns `MEDIC_AGENT_*` variables into a layer, one variable at a time so that an error names
