@@ -440,10 +440,7 @@ async fn raw_request(
     headers: &[(&str, &[u8])],
     body: &[u8],
 ) -> (u16, Value) {
-    let mut r = warp::test::request()
-        .method(method)
-        .path(path)
-        .body(body.to_vec());
+    let mut r = warp::test::request().method(method).path(path).body(body);
     for (k, v) in headers {
         r = r.header(*k, warp::http::HeaderValue::from_bytes(v).unwrap());
     }

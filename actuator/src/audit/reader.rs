@@ -227,9 +227,10 @@ pub(crate) fn read_log_blocks(
     let mut truncated = false;
     'files: for (file, f, len) in open_newest_first(path, max_files)? {
         let mut lines = ReverseLines::new(f, len, block, max_line);
+        let before = bytes_read;
         loop {
             let next = lines.next_line();
-            bytes_read = lines.bytes_read;
+            bytes_read = before + lines.bytes_read;
             let line = match next {
                 Ok(Some(l)) => l,
                 Ok(None) => break,
@@ -512,6 +513,14 @@ mod tests {
         let page = read_log(&path, 5, &query(2)).unwrap();
         assert_eq!(seqs(&page), vec![41, 42]);
         assert!(!page.truncated);
+        let total: u64 = [path.clone(), rotated_path(&path, 1), rotated_path(&path, 2)]
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum();
+        assert_eq!(
+            page.bytes_read, total,
+            "every byte of the three files, once"
+        );
         assert_eq!(
             page.invalid_lines,
             3 * 40_000 + 1,
