@@ -186,7 +186,7 @@ impl App {
         let mut backends = BTreeMap::new();
         let mut broken = Vec::new();
         for b in policies.brokers() {
-            match crate::backend::remediation::build(b) {
+            match crate::backend::build(b, Some(telemetry.kafka_request_observer())) {
                 Ok(backend) => {
                     backends.insert(b.cluster.clone(), backend);
                 }

@@ -3,6 +3,7 @@
 //! Each `App` owns its own Prometheus recorder, so tests running side by side do not share
 //! counters; handles are created inside `metrics::with_local_recorder`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Unit};
@@ -22,6 +23,10 @@ pub const REASONS: &str = "medic_actuator_decision_reasons_total";
 pub const KUBE_LATENCY: &str = "medic_actuator_kube_request_duration_seconds";
 /// Kubernetes API requests by result.
 pub const KUBE_REQUESTS: &str = "medic_actuator_kube_requests_total";
+/// Kafka requests of the `kafka` backend, by API and outcome.
+pub const KAFKA_REQUESTS: &str = "medic_actuator_kafka_requests_total";
+/// Kafka request latency, by API.
+pub const KAFKA_LATENCY: &str = "medic_actuator_kafka_request_duration_seconds";
 /// Lag figures by source.
 pub const LAG_SOURCE: &str = "medic_actuator_lag_source_total";
 /// Prometheus query failures.
@@ -96,7 +101,7 @@ impl Telemetry {
 
     fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
         let mut b = PrometheusBuilder::new();
-        for name in [KUBE_LATENCY, AUDIT_FSYNC, WEBHOOK_LATENCY] {
+        for name in [KUBE_LATENCY, KAFKA_LATENCY, AUDIT_FSYNC, WEBHOOK_LATENCY] {
             b = b.set_buckets_for_metric(Matcher::Full(name.to_string()), LATENCY_BUCKETS)?;
         }
         Ok(b)
@@ -120,6 +125,15 @@ impl Telemetry {
             describe_counter!(
                 KUBE_REQUESTS,
                 "Kubernetes API requests, by verb, resource and HTTP code."
+            );
+            describe_counter!(
+                KAFKA_REQUESTS,
+                "Requests the kafka backend sent to Kafka brokers, by API and outcome (ok, error, timeout)."
+            );
+            describe_histogram!(
+                KAFKA_LATENCY,
+                Unit::Seconds,
+                "Time from sending a Kafka request to reading its response, by API."
             );
             describe_counter!(
                 LAG_SOURCE,
@@ -260,6 +274,25 @@ impl medic_http::Observer for Telemetry {
 }
 
 impl Telemetry {
+    /// Reports the Kafka client's requests as `medic_actuator_kafka_requests_total{api,outcome}`
+    /// and `medic_actuator_kafka_request_duration_seconds{api}`.
+    pub fn kafka_request_observer(self: &Arc<Self>) -> medic_kafka::RequestObserver {
+        let t = self.clone();
+        medic_kafka::RequestObserver::new(move |event| {
+            let api = medic_kafka::api_name(event.api);
+            t.counter(
+                KAFKA_REQUESTS,
+                &[
+                    ("api", api.into()),
+                    ("outcome", event.outcome.as_str().into()),
+                ],
+            )
+            .increment(1);
+            t.histogram(KAFKA_LATENCY, &[("api", api.into())])
+                .record(event.duration.as_secs_f64());
+        })
+    }
+
     /// Show every HTTP close reason at 0 from the start.
     pub fn http_connections_init(&self) {
         for r in medic_http::CloseReason::ALL {

@@ -422,3 +422,93 @@ async fn disk_pressure_moves_the_largest_partitions_until_under_the_target() {
     assert_eq!(done["outcome"], "applied", "{done}");
     assert_eq!(fake.replicas("big", 0), vec![2, 3]);
 }
+
+/// The name each API the fake cluster logs is counted under (written out here, not derived
+/// from the code under test).
+fn api_label(key: i16) -> &'static str {
+    match key {
+        3 => "metadata",
+        18 => "api_versions",
+        35 => "describe_log_dirs",
+        43 => "elect_leaders",
+        44 => "incremental_alter_configs",
+        45 => "alter_partition_reassignments",
+        46 => "list_partition_reassignments",
+        other => panic!("the fake cluster logged an unexpected API key {other}"),
+    }
+}
+
+#[tokio::test]
+async fn kafka_requests_carry_the_actuator_client_id_and_are_counted_in_its_metrics() {
+    let fake = FakeKafka::start(&[(1, Some("a")), (2, Some("b")), (3, Some("c"))]).await;
+    fake.add_topic("orders", 6, |p| (0..3).map(|i| ((p + i) % 3) + 1).collect());
+    let files = Files::new();
+    files.add_brokers(&policy(&fake, ""));
+    let h = harness_with(&files, fake_kube(), |_| {}).await;
+    let (s, b) = h
+        .alerts(&payload(
+            "firing",
+            vec![alert("firing", "o1", "KafkaBrokerOverloaded", "1")],
+        ))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    wait_record(&files, "completed", completed).await;
+
+    // Brokers see the actuator under its own name, on every request.
+    let ids = fake.client_ids();
+    assert!(ids.len() >= 5, "{ids:?}");
+    assert!(
+        ids.iter().all(|id| id.as_deref() == Some("medic-actuator")),
+        "{ids:?}"
+    );
+
+    // Every request the cluster answered is counted once, by API, as ok.
+    let expected = || {
+        let mut by_api: std::collections::BTreeMap<&'static str, f64> = Default::default();
+        for (_, key, _) in fake.requests() {
+            *by_api.entry(api_label(key)).or_default() += 1.0;
+        }
+        by_api
+    };
+    fn counted(
+        m: &str,
+        want: &std::collections::BTreeMap<&'static str, f64>,
+    ) -> std::collections::BTreeMap<&'static str, f64> {
+        want.keys()
+            .map(|api| {
+                let series =
+                    format!("medic_actuator_kafka_requests_total{{api=\"{api}\",outcome=\"ok\"}}");
+                (*api, metric(m, &series))
+            })
+            .collect()
+    }
+    let mut last = (Default::default(), Default::default(), String::new());
+    for _ in 0..300 {
+        let want = expected();
+        let m = h.metrics().await;
+        let got = counted(&m, &want);
+        if got == want {
+            last = (want, got, m);
+            break;
+        }
+        last = (want, got, m);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (want, got, m) = last;
+    assert_eq!(got, want, "{m}");
+    assert_eq!(want.get("alter_partition_reassignments"), Some(&1.0));
+    assert_eq!(want.get("elect_leaders"), Some(&1.0));
+    assert!(want.get("api_versions").is_some_and(|n| *n >= 1.0));
+    assert!(
+        m.contains("# TYPE medic_actuator_kafka_request_duration_seconds histogram"),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "medic_actuator_kafka_request_duration_seconds_count{api=\"elect_leaders\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+}

@@ -82,7 +82,7 @@ async fn tansu_without_the_admin_apis_is_a_clear_audited_failure_not_a_hang() {
     );
 
     // The write side too: AlterPartitionReassignments is refused as unsupported at once.
-    let backend = KafkaBackend::new(&conn(&tansu.bootstrap(), "2s")).unwrap();
+    let backend = KafkaBackend::new(&conn(&tansu.bootstrap(), "2s"), None).unwrap();
     let (mut model, _) = backend.model(false).await.unwrap();
     assert_eq!(model.brokers.keys().copied().collect::<Vec<_>>(), vec![111]);
     // A made-up second broker, so that there is something to plan.
@@ -230,7 +230,8 @@ async fn mock_cluster_metadata_becomes_the_model() {
     }
     mock.create_topic("mc", 4, 3).unwrap();
     let bootstrap = mock.bootstrap_servers();
-    let backend = KafkaBackend::new(&conn(bootstrap.split(',').next().unwrap(), "5s")).unwrap();
+    let backend =
+        KafkaBackend::new(&conn(bootstrap.split(',').next().unwrap(), "5s"), None).unwrap();
     let (model, _) = backend.model(false).await.unwrap();
 
     // What rdkafka itself sees.

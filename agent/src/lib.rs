@@ -1,8 +1,8 @@
 //! medic-agent: consumer-group lag (offsets and seconds) and broker health for Prometheus.
 //!
 //! - [`config`]: flags, `MEDIC_AGENT_*` variables and the YAML file, validated at once.
-//! - [`kafka`]: a small batched Kafka client on the `kafka-protocol` codec.
-//! - [`collect`]: one collection, from Kafka requests to a [`lag::LagReport`].
+//! - [`collect`]: one collection, from requests through the `medic-kafka` client to a
+//!   [`lag::LagReport`].
 //! - [`lag`]: the pure lag math (history interpolation, drain rate).
 //! - [`health`]: the broker's CPU, memory, network and disk (sidecar mode).
 //! - [`render`], [`snapshot`], [`server`]: what a scrape serves, never waiting on Kafka.
@@ -11,7 +11,6 @@
 pub mod collect;
 pub mod config;
 pub mod health;
-pub mod kafka;
 pub mod lag;
 pub mod render;
 pub mod run;

@@ -4,10 +4,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use medic_kafka::{ClientConfig, KafkaClient};
+
 use crate::collect::{Collector, CollectorSettings};
 use crate::config::{Config, Mode};
 use crate::health::HealthCollector;
-use crate::kafka::{ClientConfig, KafkaClient};
 use crate::render::{render_broker, render_lag};
 use crate::server::{routes, AppState};
 use crate::snapshot::SnapshotCell;
@@ -39,6 +40,8 @@ impl Agent {
             security: cfg.security.clone(),
             request_timeout: cfg.request_timeout,
             offset_fetch_batch: cfg.offset_fetch_batch,
+            client_id: "medic-agent".to_string(),
+            observer: Some(crate::telemetry::kafka_request_observer()),
         }));
         let collector = Collector::new(
             client,

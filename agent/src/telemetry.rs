@@ -111,3 +111,14 @@ fn describe() {
         metrics::counter!("medic_agent_collections_total", "result" => result).absolute(0);
     }
 }
+
+/// Counts every Kafka request in the global recorder: `medic_agent_kafka_requests_total{api}`
+/// and `medic_agent_kafka_request_duration_seconds{api}`.
+pub fn kafka_request_observer() -> medic_kafka::RequestObserver {
+    medic_kafka::RequestObserver::new(|event| {
+        let api = medic_kafka::api_name(event.api);
+        metrics::counter!("medic_agent_kafka_requests_total", "api" => api).increment(1);
+        metrics::histogram!("medic_agent_kafka_request_duration_seconds", "api" => api)
+            .record(event.duration.as_secs_f64());
+    })
+}

@@ -1,4 +1,5 @@
-//! The `kafka` backend: the Kafka admin API over medic-agent's wire client.
+//! The `kafka` backend: the Kafka admin API over the medic-kafka client (client id
+//! `medic-actuator`).
 //!
 //! - observe: Metadata (live brokers, racks, replicas, ISR, leaders), ListPartitionReassignments
 //!   (anything in progress, anyone's), and DescribeLogDirs per broker for replica sizes and disk
@@ -26,8 +27,11 @@ use kafka_protocol::messages::{
     DescribeLogDirsRequest, ElectLeadersRequest, ListPartitionReassignmentsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use medic_agent::kafka::error::code_name;
-use medic_agent::kafka::{ClientConfig, KafkaClient, KafkaError, SaslCredentials, Security};
+use medic_kafka::error::code_name;
+use medic_kafka::{
+    read_password_file, ClientConfig, KafkaClient, KafkaError, RequestObserver, SaslCredentials,
+    Security, SecurityProtocol,
+};
 
 use super::kafka_throttle::Throttle;
 use super::remediation::{
@@ -37,30 +41,11 @@ use crate::broker::planner::PlanKind;
 use crate::broker::policy::{BackendKind, KafkaConnection};
 use crate::broker::{Broker, ClusterModel, Disk, Partition};
 
+/// The `client_id` of the actuator's requests, as brokers log them.
+pub const CLIENT_ID: &str = "medic-actuator";
+
 /// ELECTION_NOT_NEEDED: the preferred leader already leads.
 const ELECTION_NOT_NEEDED: i16 = 84;
-
-/// Map the wire client's errors onto the backend's.
-pub fn backend_error(e: KafkaError) -> BackendError {
-    match e {
-        KafkaError::Unsupported { .. } => BackendError::Unsupported(e.to_string()),
-        KafkaError::Connect { .. }
-        | KafkaError::Timeout { .. }
-        | KafkaError::Io { .. }
-        | KafkaError::NoBroker { .. } => BackendError::Unavailable(error_chain(&e)),
-        _ => BackendError::Refused(error_chain(&e)),
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(&format!(": {x}"));
-        src = x.source();
-    }
-    s
-}
 
 fn topic(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
@@ -80,23 +65,26 @@ struct Task {
 
 /// The Kafka admin backend.
 pub struct KafkaBackend {
-    pub(super) client: KafkaClient,
+    client: KafkaClient,
     /// Changes the cluster (the `kafka` backend), or only reads it (`log-only`'s reader).
     writes: bool,
     timeout_ms: i32,
     racks: Mutex<BTreeMap<i32, String>>,
-    pub(super) live: Mutex<BTreeSet<i32>>,
+    live: Mutex<BTreeSet<i32>>,
     tasks: Mutex<HashMap<String, Task>>,
     next: AtomicU64,
 }
 
 /// Build the client's security settings from the connection config (secrets read here).
 pub fn security(k: &KafkaConnection) -> Result<Security, String> {
-    let p = k.security_protocol.to_ascii_lowercase();
+    let protocol: SecurityProtocol = k
+        .security_protocol
+        .parse()
+        .map_err(|e| format!("kafka.security_protocol: {e}"))?;
     let mut security = Security::default();
-    if p == "ssl" || p == "sasl_ssl" {
+    if protocol.uses_tls() {
         security.tls = Some(
-            medic_agent::kafka::tls::client_config(
+            medic_kafka::tls::client_config(
                 k.tls_ca_file.as_deref(),
                 k.tls_cert_file.as_deref(),
                 k.tls_key_file.as_deref(),
@@ -105,7 +93,7 @@ pub fn security(k: &KafkaConnection) -> Result<Security, String> {
         );
         security.tls_server_name = k.tls_server_name.clone();
     }
-    if p.starts_with("sasl") {
+    if protocol.uses_sasl() {
         let mechanism = k
             .sasl_mechanism
             .as_deref()
@@ -113,10 +101,8 @@ pub fn security(k: &KafkaConnection) -> Result<Security, String> {
             .parse()
             .map_err(|e: String| format!("kafka.sasl_mechanism: {e}"))?;
         let file = k.sasl_password_file.clone().unwrap_or_default();
-        let password = std::fs::read_to_string(&file)
-            .map_err(|e| format!("kafka.sasl_password_file {}: {e}", file.display()))?
-            .trim_end()
-            .to_string();
+        let password = read_password_file(&file)
+            .map_err(|e| format!("kafka.sasl_password_file {}: {e}", file.display()))?;
         security.sasl = Some(SaslCredentials {
             mechanism,
             username: k.sasl_username.clone().unwrap_or_default(),
@@ -127,22 +113,31 @@ pub fn security(k: &KafkaConnection) -> Result<Security, String> {
 }
 
 impl KafkaBackend {
-    /// A backend for the cluster behind `conn`.
-    pub fn new(conn: &KafkaConnection) -> Result<Self, String> {
-        Self::build(conn, true)
+    /// A backend for the cluster behind `conn`; its requests are reported to `observer`.
+    pub fn new(conn: &KafkaConnection, observer: Option<RequestObserver>) -> Result<Self, String> {
+        Self::build(conn, true, observer)
     }
 
     /// A reader only (for `log-only`): no check of the write APIs.
-    pub fn reader(conn: &KafkaConnection) -> Result<Self, String> {
-        Self::build(conn, false)
+    pub fn reader(
+        conn: &KafkaConnection,
+        observer: Option<RequestObserver>,
+    ) -> Result<Self, String> {
+        Self::build(conn, false, observer)
     }
 
-    fn build(conn: &KafkaConnection, writes: bool) -> Result<Self, String> {
+    fn build(
+        conn: &KafkaConnection,
+        writes: bool,
+        observer: Option<RequestObserver>,
+    ) -> Result<Self, String> {
         let cfg = ClientConfig {
             bootstrap: conn.bootstrap_servers.clone(),
             security: security(conn)?,
             request_timeout: conn.request_timeout,
             offset_fetch_batch: 1,
+            client_id: CLIENT_ID.to_string(),
+            observer,
         };
         Ok(Self {
             client: KafkaClient::new(cfg),
@@ -157,12 +152,12 @@ impl KafkaBackend {
 
     /// The address admin requests go to: the controller the metadata names (in KRaft any
     /// broker, which forwards), else the first live broker.
-    pub(super) async fn admin_addr(&self) -> Result<String, BackendError> {
+    async fn admin_addr(&self) -> Result<String, BackendError> {
         let md = self
             .client
             .metadata(Some(&[]))
             .await
-            .map_err(backend_error)?;
+            .map_err(BackendError::from)?;
         self.client
             .broker_addr(md.controller)
             .or_else(|_| {
@@ -172,7 +167,7 @@ impl KafkaBackend {
                     .map(|b| b.addr())
                     .ok_or(KafkaError::UnknownBroker(md.controller))
             })
-            .map_err(backend_error)
+            .map_err(BackendError::from)
     }
 
     /// Partitions being reassigned, optionally only among `only`.
@@ -204,7 +199,7 @@ impl KafkaBackend {
                     .with_topics(topics)
             })
             .await
-            .map_err(backend_error)?;
+            .map_err(BackendError::from)?;
         if resp.error_code != 0 {
             return Err(BackendError::Refused(format!(
                 "ListPartitionReassignments: Kafka error {} ({}){}",
@@ -301,7 +296,11 @@ impl KafkaBackend {
     /// The cluster model from Metadata (and DescribeLogDirs when `sizes`), with the address
     /// admin requests go to.
     pub async fn model(&self, sizes: bool) -> Result<(ClusterModel, String), BackendError> {
-        let md = self.client.metadata(None).await.map_err(backend_error)?;
+        let md = self
+            .client
+            .metadata(None)
+            .await
+            .map_err(BackendError::from)?;
         let mut model = ClusterModel::default();
         {
             let mut racks = self.racks.lock().map_err(|_| poisoned())?;
@@ -339,7 +338,7 @@ impl KafkaBackend {
                     .map(|b| b.addr())
                     .ok_or(KafkaError::UnknownBroker(md.controller))
             })
-            .map_err(backend_error)?;
+            .map_err(BackendError::from)?;
         if sizes {
             for note in self.sizes(&mut model).await {
                 tracing::info!(note = %note, "replica sizes partly unknown");
@@ -355,7 +354,7 @@ impl KafkaBackend {
             .client
             .call(addr, 2, |_| ApiVersionsRequest::default())
             .await
-            .map_err(backend_error)?;
+            .map_err(BackendError::from)?;
         let mut need = vec![ApiKey::ListPartitionReassignments];
         if self.writes {
             need.extend([
@@ -415,7 +414,7 @@ impl KafkaBackend {
             (Some(rate), PlanKind::MoveReplicas | PlanKind::ReplaceReplicas) => {
                 let live = self.live.lock().map_err(|_| poisoned())?.clone();
                 let t = Throttle::for_changes(&moving, rate, &live);
-                t.apply(self, &addr).await?;
+                t.apply(&self.client, &addr).await?;
                 Some(t)
             }
             _ => None,
@@ -449,7 +448,7 @@ impl KafkaBackend {
                         .with_topics(topics)
                 })
                 .await
-                .map_err(backend_error);
+                .map_err(BackendError::from);
             let resp = match sent {
                 Ok((_, r)) => r,
                 Err(e) => {
@@ -537,7 +536,7 @@ impl KafkaBackend {
     async fn unthrottle(&self, throttle: &Option<Throttle>, addr: &str) -> String {
         match throttle {
             None => String::new(),
-            Some(t) => match t.remove(self, addr).await {
+            Some(t) => match t.remove(&self.client, addr).await {
                 Ok(()) => "; throttle removed".into(),
                 Err(e) => format!("; removing the throttle failed: {e}"),
             },
@@ -622,7 +621,7 @@ impl KafkaBackend {
                     .with_timeout_ms(timeout_ms)
             })
             .await
-            .map_err(backend_error)?;
+            .map_err(BackendError::from)?;
         if resp.error_code != 0 {
             return Err(BackendError::Refused(format!(
                 "ElectLeaders: Kafka error {} ({})",
@@ -689,7 +688,7 @@ impl KafkaBackend {
                 r.error_code,
                 code_name(r.error_code)
             ),
-            Err(e) => format!("cancelling failed: {}", backend_error(e)),
+            Err(e) => format!("cancelling failed: {}", BackendError::from(e)),
         };
         msg.push_str(&self.unthrottle(&task.throttle, &addr).await);
         self.forget(id);

@@ -13,9 +13,9 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 };
 use kafka_protocol::messages::IncrementalAlterConfigsRequest;
 use kafka_protocol::protocol::StrBytes;
-use medic_agent::kafka::error::code_name;
+use medic_kafka::error::code_name;
+use medic_kafka::KafkaClient;
 
-use super::kafka::{backend_error, KafkaBackend};
 use super::remediation::BackendError;
 use crate::broker::Change;
 
@@ -129,22 +129,21 @@ impl Throttle {
     }
 
     async fn send(
-        backend: &KafkaBackend,
+        client: &KafkaClient,
         addr: &str,
         resources: Vec<AlterConfigsResource>,
     ) -> Result<(), BackendError> {
         if resources.is_empty() {
             return Ok(());
         }
-        let (_, resp) = backend
-            .client
+        let (_, resp) = client
             .call(addr, 1, |_| {
                 IncrementalAlterConfigsRequest::default()
                     .with_resources(resources)
                     .with_validate_only(false)
             })
             .await
-            .map_err(backend_error)?;
+            .map_err(BackendError::from)?;
         let errors: Vec<String> = resp
             .responses
             .iter()
@@ -179,13 +178,13 @@ impl Throttle {
 
     /// Set the throttle: topic lists through `admin`, rates on each broker itself. On a
     /// failure, what was set is removed again.
-    pub async fn apply(&self, backend: &KafkaBackend, admin: &str) -> Result<(), BackendError> {
-        let mut result = Self::send(backend, admin, self.topic_resources(APPEND)).await;
+    pub async fn apply(&self, client: &KafkaClient, admin: &str) -> Result<(), BackendError> {
+        let mut result = Self::send(client, admin, self.topic_resources(APPEND)).await;
         if result.is_ok() {
             for id in &self.brokers {
-                let addr = backend.client.broker_addr(*id).map_err(backend_error);
+                let addr = client.broker_addr(*id).map_err(BackendError::from);
                 result = match addr {
-                    Ok(a) => Self::send(backend, &a, vec![self.broker_resource(*id, true)]).await,
+                    Ok(a) => Self::send(client, &a, vec![self.broker_resource(*id, true)]).await,
                     Err(e) => Err(e),
                 };
                 if result.is_err() {
@@ -194,7 +193,7 @@ impl Throttle {
             }
         }
         if let Err(e) = result {
-            let undo = self.remove(backend, admin).await;
+            let undo = self.remove(client, admin).await;
             return Err(BackendError::Refused(format!(
                 "setting the replication throttle failed, so nothing was moved: {e}{}",
                 undo.err()
@@ -206,13 +205,13 @@ impl Throttle {
     }
 
     /// Remove the throttle; every part is tried, the first failure is returned.
-    pub async fn remove(&self, backend: &KafkaBackend, admin: &str) -> Result<(), BackendError> {
-        let mut first = Self::send(backend, admin, self.topic_resources(SUBTRACT))
+    pub async fn remove(&self, client: &KafkaClient, admin: &str) -> Result<(), BackendError> {
+        let mut first = Self::send(client, admin, self.topic_resources(SUBTRACT))
             .await
             .err();
         for id in &self.brokers {
-            let r = match backend.client.broker_addr(*id).map_err(backend_error) {
-                Ok(a) => Self::send(backend, &a, vec![self.broker_resource(*id, false)]).await,
+            let r = match client.broker_addr(*id).map_err(BackendError::from) {
+                Ok(a) => Self::send(client, &a, vec![self.broker_resource(*id, false)]).await,
                 Err(e) => Err(e),
             };
             if let (None, Err(e)) = (&first, r) {

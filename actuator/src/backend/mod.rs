@@ -1,16 +1,27 @@
-//! Adapters behind narrow traits: Kubernetes (scale) and Prometheus (lag, broker alerts).
+//! Adapters behind narrow traits: Kubernetes (scale) and Prometheus (lag, broker alerts) here;
+//! broker remediation behind [`remediation::RemediationBackend`], one backend per file
+//! (`kafka`, `cruise_control`, `log_only`), chosen per cluster by [`build`].
 
 pub mod cruise_control;
 pub mod kafka;
 pub mod kafka_throttle;
 pub mod kube;
+pub mod log_only;
 pub mod prometheus;
 pub mod remediation;
 
-use futures::future::BoxFuture;
+use std::sync::Arc;
 
+use futures::future::BoxFuture;
+use medic_kafka::RequestObserver;
+
+use crate::broker::policy::{BackendKind, BrokerPolicy};
 use crate::decide::LastAction;
 use crate::policy::DeploymentRef;
+use cruise_control::CruiseControl;
+use kafka::KafkaBackend;
+use log_only::LogOnly;
+use remediation::RemediationBackend;
 
 /// What the actuator reads from a Deployment before deciding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,4 +201,29 @@ pub trait MetricsApi: Send + Sync {
         &'a self,
         cluster: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, PromError>>;
+}
+
+/// The remediation backend a broker policy asks for (secrets are read here). Kafka requests
+/// are reported to `kafka_observer`.
+pub fn build(
+    policy: &BrokerPolicy,
+    kafka_observer: Option<RequestObserver>,
+) -> Result<Arc<dyn RemediationBackend>, String> {
+    let err = |e: String| format!("brokers: cluster {:?}: {e}", policy.cluster);
+    match (policy.backend, &policy.kafka, &policy.cruise_control) {
+        (BackendKind::LogOnly, None, _) => Ok(Arc::new(LogOnly::new(None))),
+        (BackendKind::LogOnly, Some(k), _) => Ok(Arc::new(LogOnly::new(Some(Box::new(
+            KafkaBackend::reader(k, kafka_observer).map_err(err)?,
+        ))))),
+        (BackendKind::Kafka, Some(k), _) => {
+            Ok(Arc::new(KafkaBackend::new(k, kafka_observer).map_err(err)?))
+        }
+        (BackendKind::Kafka, None, _) => Err(err("kafka: required with backend kafka".into())),
+        (BackendKind::CruiseControl, _, Some(cc)) => {
+            Ok(Arc::new(CruiseControl::new(cc).map_err(err)?))
+        }
+        (BackendKind::CruiseControl, _, None) => Err(err(
+            "cruise_control: required with backend cruise-control".into(),
+        )),
+    }
 }

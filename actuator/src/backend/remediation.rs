@@ -1,12 +1,13 @@
 //! The narrow trait broker actions go through: look at the cluster, start an action, poll it,
-//! cancel it. Implemented by the `kafka`, `cruise-control` and `log-only` backends.
-
-use std::sync::Arc;
+//! cancel it; and the types it speaks. Implemented by the `kafka` (`kafka.rs`),
+//! `cruise-control` (`cruise_control.rs`) and `log-only` (`log_only.rs`) backends; chosen per
+//! cluster by [`super::build`]. This file imports no backend.
 
 use futures::future::BoxFuture;
+use medic_kafka::KafkaError;
 
 use crate::broker::planner::{Limits, Plan, PlanKind};
-use crate::broker::policy::{BackendKind, BrokerPolicy};
+use crate::broker::policy::BackendKind;
 use crate::broker::ClusterModel;
 
 /// Errors of a remediation backend.
@@ -32,6 +33,32 @@ impl BackendError {
             BackendError::Refused(_) => "backend_refused",
         }
     }
+}
+
+/// The Kafka client's errors as a backend's: unreachable brokers may come back, a missing API
+/// will not, anything else is a refusal.
+impl From<KafkaError> for BackendError {
+    fn from(e: KafkaError) -> Self {
+        match e {
+            KafkaError::Unsupported { .. } => BackendError::Unsupported(e.to_string()),
+            KafkaError::Connect { .. }
+            | KafkaError::Timeout { .. }
+            | KafkaError::Io { .. }
+            | KafkaError::NoBroker { .. } => BackendError::Unavailable(error_chain(&e)),
+            _ => BackendError::Refused(error_chain(&e)),
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(&format!(": {x}"));
+        src = x.source();
+    }
+    s
 }
 
 /// What a backend sees of the cluster.
@@ -105,77 +132,4 @@ pub trait RemediationBackend: Send + Sync {
 
     /// Stop a started action (time-out), and clean up after it.
     fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<String, BackendError>>;
-}
-
-/// `log-only`: plans from the metadata when a Kafka connection is configured, never changes
-/// anything.
-pub struct LogOnly {
-    reader: Option<Box<dyn RemediationBackend>>,
-}
-
-impl LogOnly {
-    /// With an optional metadata reader (a `kafka` backend that is only asked to observe).
-    pub fn new(reader: Option<Box<dyn RemediationBackend>>) -> Self {
-        Self { reader }
-    }
-}
-
-impl RemediationBackend for LogOnly {
-    fn kind(&self) -> BackendKind {
-        BackendKind::LogOnly
-    }
-
-    fn observe(&self, sizes: bool) -> BoxFuture<'_, Result<Observation, BackendError>> {
-        Box::pin(async move {
-            match &self.reader {
-                Some(r) => r.observe(sizes).await,
-                None => Ok(Observation::default()),
-            }
-        })
-    }
-
-    fn start<'a>(&'a self, _req: &'a Request) -> BoxFuture<'a, Result<Started, BackendError>> {
-        Box::pin(async {
-            Err(BackendError::Refused(
-                "the log-only backend never changes the cluster".into(),
-            ))
-        })
-    }
-
-    fn poll<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<Progress, BackendError>> {
-        Box::pin(async move {
-            Err(BackendError::Refused(format!(
-                "the log-only backend runs no task ({task_id})"
-            )))
-        })
-    }
-
-    fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<String, BackendError>> {
-        Box::pin(async move {
-            Err(BackendError::Refused(format!(
-                "the log-only backend runs no task ({task_id})"
-            )))
-        })
-    }
-}
-
-/// The backend a broker policy asks for (secrets are read here).
-pub fn build(policy: &BrokerPolicy) -> Result<Arc<dyn RemediationBackend>, String> {
-    let err = |e: String| format!("brokers: cluster {:?}: {e}", policy.cluster);
-    match (policy.backend, &policy.kafka, &policy.cruise_control) {
-        (BackendKind::LogOnly, None, _) => Ok(Arc::new(LogOnly::new(None))),
-        (BackendKind::LogOnly, Some(k), _) => Ok(Arc::new(LogOnly::new(Some(Box::new(
-            super::kafka::KafkaBackend::reader(k).map_err(err)?,
-        ))))),
-        (BackendKind::Kafka, Some(k), _) => {
-            Ok(Arc::new(super::kafka::KafkaBackend::new(k).map_err(err)?))
-        }
-        (BackendKind::Kafka, None, _) => Err(err("kafka: required with backend kafka".into())),
-        (BackendKind::CruiseControl, _, Some(cc)) => Ok(Arc::new(
-            super::cruise_control::CruiseControl::new(cc).map_err(err)?,
-        )),
-        (BackendKind::CruiseControl, _, None) => Err(err(
-            "cruise_control: required with backend cruise-control".into(),
-        )),
-    }
 }

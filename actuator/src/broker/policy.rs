@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use medic_kafka::SecurityProtocol;
 use serde::{Deserialize, Serialize};
 
 use super::planner::Limits;
@@ -301,14 +302,15 @@ impl BrokerPolicy {
                     ));
                 }
             }
-            let p = k.security_protocol.to_ascii_lowercase();
-            if !["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"].contains(&p.as_str()) {
-                out.push(format!(
-                    "{at}.kafka.security_protocol: {:?}: expected plaintext, ssl, sasl_plaintext or sasl_ssl",
-                    k.security_protocol
-                ));
-            }
-            if p.starts_with("sasl") {
+            let protocol = match k.security_protocol.parse::<SecurityProtocol>() {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push(format!("{at}.kafka.security_protocol: {e}"));
+                    SecurityProtocol::Plaintext
+                }
+            };
+            let p = protocol.as_str();
+            if protocol.uses_sasl() {
                 if !matches!(
                     k.sasl_mechanism.as_deref(),
                     Some("PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512")

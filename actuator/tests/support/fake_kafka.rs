@@ -72,6 +72,8 @@ pub struct State {
     pub silent: bool,
     /// Per-partition errors AlterPartitionReassignments returns.
     pub refuse: BTreeMap<(String, i32), i16>,
+    /// The `client_id` of every request header, in arrival order.
+    pub client_ids: Vec<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -203,6 +205,11 @@ impl FakeKafka {
         }
     }
 
+    /// The `client_id` of every request received, in arrival order.
+    pub fn client_ids(&self) -> Vec<Option<String>> {
+        self.state.lock().unwrap().client_ids.clone()
+    }
+
     pub fn requests(&self) -> Vec<(i32, i16, Req)> {
         self.state.lock().unwrap().log.clone()
     }
@@ -240,6 +247,11 @@ async fn serve(mut sock: TcpStream, broker: i32, state: Arc<Mutex<State>>) -> st
         let version = i16::from_be_bytes([body[2], body[3]]);
         let api = ApiKey::try_from(key).expect("known api key");
         let header = RequestHeader::decode(&mut body, api.request_header_version(version)).unwrap();
+        state
+            .lock()
+            .unwrap()
+            .client_ids
+            .push(header.client_id.as_ref().map(|c| c.to_string()));
         let mut out = BytesMut::new();
         out.put_i32(0);
         ResponseHeader::default()

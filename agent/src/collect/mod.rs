@@ -15,10 +15,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::join_all;
 
 use crate::config::{Mode, NameFilter};
-use crate::kafka::{ClusterMetadata, FetchOutcome, KafkaClient, KafkaError, ListedGroup, Tp};
 use crate::lag::{
     partition_report, GroupReport, LagReport, PartitionReport, Skipped, TopicEnds, TopicReport,
 };
+use medic_kafka::{ClusterMetadata, FetchOutcome, KafkaClient, KafkaError, ListedGroup, Tp};
 pub use state::LagState;
 
 /// What the collector needs to know.
@@ -373,7 +373,7 @@ impl Collector {
                                     "{}/{} on broker {leader}: {}",
                                     tp.topic,
                                     tp.partition,
-                                    crate::kafka::error::code_name(code)
+                                    medic_kafka::error::code_name(code)
                                 ),
                             }),
                         }
@@ -419,7 +419,7 @@ impl Collector {
                         "{}/{}: {}",
                         tp.topic,
                         tp.partition,
-                        crate::kafka::error::code_name(code)
+                        medic_kafka::error::code_name(code)
                     ),
                 }),
             }

@@ -5,9 +5,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::kafka::Tp;
 use crate::lag::drain::ConsumptionRate;
 use crate::lag::history::EndOffsetHistory;
+use medic_kafka::Tp;
 
 /// Collections an entry may go unused before it is dropped.
 const KEEP_ROUNDS: u64 = 3;

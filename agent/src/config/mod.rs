@@ -14,10 +14,10 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser};
 pub use layer::Layer;
+use medic_kafka::{read_password_file, SaslCredentials, SaslMechanism, Security, SecurityProtocol};
 use regex::Regex;
 
 use crate::health::{HealthConfig, ProcessSource};
-use crate::kafka::{SaslMechanism, Security};
 
 /// Prefix of the environment variables.
 pub const ENV_PREFIX: &str = "MEDIC_AGENT_";
@@ -514,23 +514,19 @@ pub fn validate(l: Layer, origins: &Origins) -> Result<Config, ConfigErrors> {
 }
 
 fn security(l: &Layer, at: &dyn Fn(&'static str) -> String, errs: &mut Vec<String>) -> Security {
-    let protocol = l.security_protocol.as_deref().unwrap_or("plaintext");
-    let (tls, sasl) = match protocol.to_ascii_lowercase().as_str() {
-        "plaintext" => (false, false),
-        "ssl" => (true, false),
-        "sasl_plaintext" => (false, true),
-        "sasl_ssl" => (true, true),
-        other => {
-            errs.push(format!(
-                "{} = {other:?}: expected plaintext, ssl, sasl_plaintext or sasl_ssl",
-                at("security_protocol")
-            ));
-            (false, false)
+    let protocol = match l.security_protocol.as_deref().map(str::parse) {
+        None => SecurityProtocol::default(),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            errs.push(format!("{} = {e}", at("security_protocol")));
+            SecurityProtocol::Plaintext
         }
     };
+    let (tls, sasl) = (protocol.uses_tls(), protocol.uses_sasl());
+    let protocol = protocol.as_str();
     let mut security = Security::default();
     if tls {
-        match crate::kafka::tls::client_config(
+        match medic_kafka::tls::client_config(
             l.tls_ca_file.as_deref(),
             l.tls_cert_file.as_deref(),
             l.tls_key_file.as_deref(),
@@ -585,8 +581,8 @@ fn security(l: &Layer, at: &dyn Fn(&'static str) -> String, errs: &mut Vec<Strin
                 ));
                 None
             }
-            (Some(f), None) => match std::fs::read_to_string(f) {
-                Ok(p) => Some(p.trim_end_matches(['\n', '\r']).to_string()),
+            (Some(f), None) => match read_password_file(f) {
+                Ok(p) => Some(p),
                 Err(e) => {
                     errs.push(format!(
                         "{} = {:?}: cannot read: {e}",
@@ -606,7 +602,7 @@ fn security(l: &Layer, at: &dyn Fn(&'static str) -> String, errs: &mut Vec<Strin
             }
         };
         if let (Some(mechanism), Some(password)) = (mechanism, password) {
-            security.sasl = Some(crate::kafka::SaslCredentials {
+            security.sasl = Some(SaslCredentials {
                 mechanism,
                 username,
                 password,

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use medic_agent::kafka::{ClientConfig, FetchOutcome, KafkaClient, Security, Tp};
 use medic_e2e::{commit_offsets, create_topic, produce, producer, Tansu};
+use medic_kafka::{ClientConfig, FetchOutcome, KafkaClient, Security, Tp};
 
 fn client(bootstrap: &str) -> KafkaClient {
     KafkaClient::new(ClientConfig {
@@ -12,6 +12,8 @@ fn client(bootstrap: &str) -> KafkaClient {
         security: Security::default(),
         request_timeout: Duration::from_secs(5),
         offset_fetch_batch: 500,
+        client_id: "medic-test".into(),
+        observer: None,
     })
 }
 

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use medic_agent::kafka::{ClientConfig, KafkaClient, Security, Tp};
+use medic_kafka::{ClientConfig, KafkaClient, Security, Tp};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig as RdConfig;
@@ -18,6 +18,8 @@ fn client(bootstrap: &str) -> KafkaClient {
         security: Security::default(),
         request_timeout: Duration::from_secs(2),
         offset_fetch_batch: 100,
+        client_id: "medic-test".into(),
+        observer: None,
     })
 }
 

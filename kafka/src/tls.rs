@@ -3,9 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio_rustls::rustls::{self, pki_types::CertificateDer, pki_types::PrivateKeyDer};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::error::KafkaError;
+use crate::error::KafkaError;
 
 /// Builds a rustls client config: trust `ca_file` (or the bundled Mozilla roots when `None`),
 /// and present `cert_file` + `key_file` for mutual TLS when both are given.
@@ -47,7 +49,7 @@ pub fn client_config(
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, KafkaError> {
     let pem = std::fs::read(path)
         .map_err(|e| KafkaError::Tls(format!("cannot read {}: {e}", path.display())))?;
-    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_slice()).collect();
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
     let certs = certs.map_err(|e| KafkaError::Tls(format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
         return Err(KafkaError::Tls(format!(
@@ -61,9 +63,12 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, KafkaError> {
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, KafkaError> {
     let pem = std::fs::read(path)
         .map_err(|e| KafkaError::Tls(format!("cannot read {}: {e}", path.display())))?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| KafkaError::Tls(format!("{}: {e}", path.display())))?
-        .ok_or_else(|| KafkaError::Tls(format!("{} holds no PEM private key", path.display())))
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => {
+            KafkaError::Tls(format!("{} holds no PEM private key", path.display()))
+        }
+        e => KafkaError::Tls(format!("{}: {e}", path.display())),
+    })
 }
 
 #[cfg(test)]
@@ -92,5 +97,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("must be given together"), "{err}");
+    }
+
+    #[test]
+    fn a_key_file_without_a_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("client.key");
+        std::fs::write(
+            &key,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = read_key(&key).unwrap_err().to_string();
+        assert!(
+            err.ends_with("client.key holds no PEM private key"),
+            "{err}"
+        );
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nAAAA\n").unwrap();
+        let err = read_key(&key).unwrap_err().to_string();
+        assert!(
+            err.contains("client.key: missing section end marker"),
+            "{err}"
+        );
     }
 }

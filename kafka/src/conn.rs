@@ -1,59 +1,28 @@
 //! One connection to one broker: framing, correlation ids, version negotiation, TLS and SASL.
 //!
 //! A [`Connection`] sends one request at a time and waits for its response. The pool in
-//! [`super::client`] keeps one per broker and serialises access, which is all a collector that
+//! [`crate::client`] keeps one per broker and serialises access, which is all a collector that
 //! sends one batched request per broker per stage needs.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
     SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::error::KafkaError;
-use super::sasl::{plain_token, SaslMechanism, ScramClient};
+use crate::error::{code_name, KafkaError};
+use crate::observer::{api_name_of, Outcome, RequestEvent, RequestObserver};
+use crate::sasl::{plain_token, SaslMechanism, ScramClient};
+use crate::security::{SaslCredentials, Security};
 
-/// Largest response the agent accepts, as a guard against a corrupt length prefix.
+/// Largest response the client accepts, as a guard against a corrupt length prefix.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
-
-/// How the agent authenticates and encrypts, shared by every connection.
-#[derive(Clone, Default)]
-pub struct Security {
-    /// TLS client configuration; `None` for plaintext.
-    pub tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
-    /// Overrides the TLS server name (defaults to the broker's host).
-    pub tls_server_name: Option<String>,
-    /// SASL credentials; `None` for no SASL.
-    pub sasl: Option<SaslCredentials>,
-}
-
-impl std::fmt::Debug for Security {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Security")
-            .field("tls", &self.tls.is_some())
-            .field("tls_server_name", &self.tls_server_name)
-            .field(
-                "sasl",
-                &self.sasl.as_ref().map(|s| (s.mechanism, &s.username)),
-            )
-            .finish()
-    }
-}
-
-/// SASL mechanism and credentials.
-#[derive(Clone)]
-pub struct SaslCredentials {
-    pub mechanism: SaslMechanism,
-    pub username: String,
-    pub password: String,
-}
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -65,26 +34,17 @@ pub struct Connection {
     next_correlation_id: i32,
     versions: HashMap<i16, (i16, i16)>,
     timeout: Duration,
+    client_id: StrBytes,
+    observer: Option<RequestObserver>,
 }
 
-/// The short name of an API key, used in errors and as the `api` label of request counters.
-pub fn api_name(key: i16) -> &'static str {
-    match key {
-        1 => "fetch",
-        2 => "list_offsets",
-        3 => "metadata",
-        9 => "offset_fetch",
-        10 => "find_coordinator",
-        15 => "describe_groups",
-        16 => "list_groups",
-        17 => "sasl_handshake",
-        18 => "api_versions",
-        36 => "sasl_authenticate",
-        43 => "elect_leaders",
-        45 => "alter_partition_reassignments",
-        46 => "list_partition_reassignments",
-        _ => "other",
-    }
+/// Who a connection speaks as, and who hears about its requests.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The `client_id` of every request header (brokers log it and quota by it).
+    pub client_id: String,
+    /// Told about every request sent, the connection's own ApiVersions and SASL ones included.
+    pub observer: Option<RequestObserver>,
 }
 
 impl Connection {
@@ -93,6 +53,7 @@ impl Connection {
         addr: &str,
         security: &Security,
         timeout: Duration,
+        identity: &Identity,
     ) -> Result<Self, KafkaError> {
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
@@ -136,6 +97,8 @@ impl Connection {
             next_correlation_id: 1,
             versions: HashMap::new(),
             timeout,
+            client_id: StrBytes::from_string(identity.client_id.clone()),
+            observer: identity.observer.clone(),
         };
         let versions: ApiVersionsResponse = conn.send(&ApiVersionsRequest::default(), 0).await?;
         if versions.error_code != 0 {
@@ -164,7 +127,7 @@ impl Connection {
     /// The highest version of `R` both sides speak, capped at `cap`.
     pub fn version<R: Request>(&self, cap: i16) -> Result<i16, KafkaError> {
         let unsupported = || KafkaError::Unsupported {
-            api: api_name(R::KEY),
+            api: api_name_of(R::KEY),
             addr: self.addr.clone(),
             ours: format!("{}..{}", R::VERSIONS.min, R::VERSIONS.max.min(cap)),
         };
@@ -182,12 +145,28 @@ impl Connection {
         request: &R,
         version: i16,
     ) -> Result<R::Response, KafkaError> {
-        let api = api_name(R::KEY);
+        let api = api_name_of(R::KEY);
         let timeout = self.timeout;
-        let addr = self.addr.clone();
-        tokio::time::timeout(timeout, self.round_trip(request, version))
-            .await
-            .map_err(|_| KafkaError::Timeout { api, addr, timeout })?
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(timeout, self.round_trip(request, version)).await;
+        let outcome = match &result {
+            Ok(Ok(_)) => Outcome::Ok,
+            Ok(Err(_)) => Outcome::Error,
+            Err(_) => Outcome::Timeout,
+        };
+        if let (Some(observer), Ok(key)) = (&self.observer, ApiKey::try_from(R::KEY)) {
+            observer.observe(&RequestEvent {
+                api: key,
+                broker: &self.addr,
+                outcome,
+                duration: started.elapsed(),
+            });
+        }
+        result.map_err(|_| KafkaError::Timeout {
+            api,
+            addr: self.addr.clone(),
+            timeout,
+        })?
     }
 
     async fn round_trip<R: Request>(
@@ -195,14 +174,14 @@ impl Connection {
         request: &R,
         version: i16,
     ) -> Result<R::Response, KafkaError> {
-        let api = api_name(R::KEY);
+        let api = api_name_of(R::KEY);
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
         let mut header = RequestHeader::default();
         header.request_api_key = R::KEY;
         header.request_api_version = version;
         header.correlation_id = correlation_id;
-        header.client_id = Some(StrBytes::from_static_str("medic-agent"));
+        header.client_id = Some(self.client_id.clone());
 
         let encode_err = |e: anyhow::Error| KafkaError::Encode {
             api,
@@ -312,7 +291,7 @@ impl Connection {
                         .as_ref()
                         .map(|m| m.as_str())
                         .unwrap_or("no message"),
-                    super::error::code_name(resp.error_code)
+                    code_name(resp.error_code)
                 ),
             });
         }
@@ -336,12 +315,5 @@ mod tests {
         assert_eq!(host_of("kafka-0.kafka:9093"), "kafka-0.kafka");
         assert_eq!(host_of("[::1]:9092"), "::1");
         assert_eq!(host_of("noport"), "noport");
-    }
-
-    #[test]
-    fn api_names_are_a_bounded_set() {
-        assert_eq!(api_name(2), "list_offsets");
-        assert_eq!(api_name(9), "offset_fetch");
-        assert_eq!(api_name(999), "other");
     }
 }

@@ -1,13 +1,13 @@
 //! The cluster client: a connection per broker, and one batched call per Kafka API the agent
-//! needs. Each call goes to one broker and carries every group or partition meant for it, so
-//! the number of requests per collection grows with brokers, not with partitions or groups.
+//! needs; the actuator sends its admin requests through [`KafkaClient::call`]. Each call goes
+//! to one broker and carries every group or partition meant for it, so the number of requests
+//! per collection grows with brokers, not with partitions or groups.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -17,10 +17,12 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
-use kafka_protocol::records::RecordBatchDecoder;
 
-use super::conn::{api_name, Connection, Security};
-use super::error::KafkaError;
+use crate::conn::{Connection, Identity};
+use crate::error::{code_name, KafkaError};
+use crate::observer::{api_name, RequestEvent, RequestObserver};
+use crate::records::{timestamps_at, FetchOutcome};
+use crate::security::Security;
 
 /// A topic partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,19 +101,6 @@ pub struct GroupOffsets {
     pub offsets: Result<Vec<(Tp, i64)>, String>,
 }
 
-/// What a timestamp fetch found at an offset.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FetchOutcome {
-    /// The timestamp (ms since the epoch) of the first record at or after the offset.
-    Timestamp(i64),
-    /// The offset is below the log start; the broker said where the log starts now, if it did.
-    OutOfRange { log_start: Option<i64> },
-    /// The broker returned no complete record this time (size limit, or nothing there).
-    NoRecord,
-    /// A partition-level error code.
-    Error(i16),
-}
-
 /// Per-API request counters, read by the collector to report requests per collection.
 #[derive(Debug, Default)]
 pub struct RequestStats {
@@ -120,12 +109,11 @@ pub struct RequestStats {
 }
 
 impl RequestStats {
-    fn record(&self, api: &'static str) {
+    fn record(&self, event: &RequestEvent<'_>) {
         self.total.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut c) = self.counts.lock() {
-            *c.entry(api).or_default() += 1;
+            *c.entry(api_name(event.api)).or_default() += 1;
         }
-        metrics::counter!("medic_agent_kafka_requests_total", "api" => api).increment(1);
     }
 
     /// Requests sent since start, all APIs.
@@ -147,25 +135,45 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Most groups in one OffsetFetch (v8+) request.
     pub offset_fetch_batch: usize,
+    /// The `client_id` of every request (`medic-agent`, `medic-actuator`).
+    pub client_id: String,
+    /// Told about every request sent (API, broker, outcome, duration), for the embedding
+    /// binary's metrics; `None` counts only in [`KafkaClient::stats`].
+    pub observer: Option<RequestObserver>,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
 
-/// A client for the handful of Kafka APIs the agent needs, with one connection per broker.
+/// A client for a handful of Kafka APIs, with one connection per broker.
 pub struct KafkaClient {
     cfg: ClientConfig,
+    /// The client id, and an observer that feeds `stats` and then the configured one.
+    identity: Identity,
     brokers: Mutex<BTreeMap<i32, String>>,
     conns: Mutex<HashMap<String, Slot>>,
-    stats: RequestStats,
+    stats: Arc<RequestStats>,
 }
 
 impl KafkaClient {
     pub fn new(cfg: ClientConfig) -> Self {
+        let stats = Arc::new(RequestStats::default());
+        let counted = stats.clone();
+        let outer = cfg.observer.clone();
+        let observer = RequestObserver::new(move |event| {
+            counted.record(event);
+            if let Some(o) = &outer {
+                o.observe(event);
+            }
+        });
         KafkaClient {
+            identity: Identity {
+                client_id: cfg.client_id.clone(),
+                observer: Some(observer),
+            },
             cfg,
             brokers: Mutex::new(BTreeMap::new()),
             conns: Mutex::new(HashMap::new()),
-            stats: RequestStats::default(),
+            stats,
         }
     }
 
@@ -192,12 +200,14 @@ impl KafkaClient {
         let slot = self.slot(addr);
         let mut guard = slot.lock().await;
         if guard.is_none() {
-            self.stats.record("api_versions");
-            if self.cfg.security.sasl.is_some() {
-                self.stats.record("sasl_handshake");
-            }
             *guard = Some(
-                Connection::connect(addr, &self.cfg.security, self.cfg.request_timeout).await?,
+                Connection::connect(
+                    addr,
+                    &self.cfg.security,
+                    self.cfg.request_timeout,
+                    &self.identity,
+                )
+                .await?,
             );
         }
         let Some(conn) = guard.as_mut() else {
@@ -208,13 +218,7 @@ impl KafkaClient {
         };
         let version = conn.version::<R>(cap)?;
         let request = build(version);
-        let api = api_name(R::KEY);
-        self.stats.record(api);
-        let started = std::time::Instant::now();
-        let result = conn.send(&request, version).await;
-        metrics::histogram!("medic_agent_kafka_request_duration_seconds", "api" => api)
-            .record(started.elapsed().as_secs_f64());
-        match result {
+        match conn.send(&request, version).await {
             Ok(resp) => Ok((version, resp)),
             Err(e) => {
                 *guard = None;
@@ -594,7 +598,7 @@ fn committed<'a>(
     partitions: impl Iterator<Item = (&'a TopicName, i32, i64, i16)>,
 ) -> Result<Vec<(Tp, i64)>, String> {
     if group_error != 0 {
-        return Err(super::error::code_name(group_error));
+        return Err(code_name(group_error));
     }
     Ok(partitions
         .filter(|(_, _, offset, err)| *err == 0 && *offset >= 0)
@@ -614,169 +618,9 @@ fn group_by_topic<'a, T: Copy>(
     m
 }
 
-/// Size of a record batch header up to and including `maxTimestamp`.
-const BATCH_HEADER_TIMESTAMPS_END: usize = 43;
-
-/// The timestamp of the first record at or after each of `offsets` (sorted ascending) in a
-/// Fetch response's record bytes.
-///
-/// Complete batches are decoded (and decompressed) to find the exact records. If the data ends
-/// in a batch cut short by the size limit, its header still holds the batch's first
-/// timestamp; an offset not found in complete batches but inside that batch's range takes it
-/// (exact when the batch starts at that offset, else the closest lower bound available).
-pub fn timestamps_at(mut records: Bytes, offsets: &[i64]) -> Vec<(i64, FetchOutcome)> {
-    let mut out: Vec<(i64, FetchOutcome)> = Vec::with_capacity(offsets.len());
-    let mut next = 0usize;
-    let mut truncated_first_ts = None;
-    'batches: while records.remaining() >= 12 && next < offsets.len() {
-        let base_offset = i64::from_be_bytes(records[0..8].try_into().unwrap_or([0; 8]));
-        let len = i32::from_be_bytes(records[8..12].try_into().unwrap_or([0; 4]));
-        let Ok(len) = usize::try_from(len) else {
-            break;
-        };
-        let total = 12 + len;
-        if records.remaining() < total {
-            if records.remaining() >= BATCH_HEADER_TIMESTAMPS_END {
-                let ts = i64::from_be_bytes(records[27..35].try_into().unwrap_or([0; 8]));
-                truncated_first_ts = Some((base_offset, ts));
-            }
-            break;
-        }
-        let mut batch = records.split_to(total);
-        match RecordBatchDecoder::decode(&mut batch) {
-            Ok(set) => {
-                for r in set.records.iter().filter(|r| !r.control) {
-                    while next < offsets.len() && r.offset >= offsets[next] {
-                        out.push((offsets[next], FetchOutcome::Timestamp(r.timestamp)));
-                        next += 1;
-                    }
-                    if next == offsets.len() {
-                        break 'batches;
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot decode record batch");
-                break;
-            }
-        }
-    }
-    for o in &offsets[next..] {
-        let outcome = match truncated_first_ts {
-            Some((base, ts)) if *o <= base || out.is_empty() => FetchOutcome::Timestamp(ts),
-            _ => FetchOutcome::NoRecord,
-        };
-        out.push((*o, outcome));
-    }
-    out
-}
-
-/// The timestamp of the first record at or after `offset` (see [`timestamps_at`]).
-pub fn timestamp_at(records: Bytes, offset: i64) -> FetchOutcome {
-    timestamps_at(records, &[offset])
-        .pop()
-        .map(|(_, f)| f)
-        .unwrap_or(FetchOutcome::NoRecord)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-
-    fn record(offset: i64, ts: i64) -> Record {
-        Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset,
-            sequence: -1,
-            timestamp: ts,
-            key: None,
-            value: Some(Bytes::from_static(b"payload-payload-payload")),
-            headers: Default::default(),
-        }
-    }
-
-    fn batch(records: &[Record], compression: Compression) -> Bytes {
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            records.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression,
-            },
-        )
-        .unwrap();
-        buf.freeze()
-    }
-
-    #[test]
-    fn finds_the_exact_record_inside_a_batch() {
-        let recs: Vec<_> = (10..20).map(|o| record(o, 1_000 + o * 10)).collect();
-        for c in [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Lz4,
-            Compression::Zstd,
-            Compression::Snappy,
-        ] {
-            let b = batch(&recs, c);
-            assert_eq!(
-                timestamp_at(b.clone(), 10),
-                FetchOutcome::Timestamp(1_100),
-                "{c:?}"
-            );
-            assert_eq!(
-                timestamp_at(b.clone(), 15),
-                FetchOutcome::Timestamp(1_150),
-                "{c:?}"
-            );
-            assert_eq!(timestamp_at(b, 25), FetchOutcome::NoRecord, "{c:?}");
-        }
-    }
-
-    #[test]
-    fn walks_several_batches_and_skips_earlier_ones() {
-        let mut all = BytesMut::new();
-        all.extend_from_slice(&batch(&[record(0, 500), record(1, 600)], Compression::None));
-        all.extend_from_slice(&batch(&[record(2, 700), record(3, 800)], Compression::None));
-        assert_eq!(timestamp_at(all.freeze(), 3), FetchOutcome::Timestamp(800));
-    }
-
-    #[test]
-    fn a_truncated_batch_falls_back_to_its_header_timestamp() {
-        let b = batch(&[record(7, 4_242), record(8, 4_343)], Compression::None);
-        let cut = b.slice(0..b.len() - 5);
-        assert_eq!(timestamp_at(cut, 7), FetchOutcome::Timestamp(4_242));
-        let too_short = b.slice(0..20);
-        assert_eq!(timestamp_at(too_short, 7), FetchOutcome::NoRecord);
-        assert_eq!(timestamp_at(Bytes::new(), 7), FetchOutcome::NoRecord);
-    }
-
-    #[test]
-    fn several_offsets_in_one_read() {
-        let mut all = BytesMut::new();
-        all.extend_from_slice(&batch(&[record(0, 500), record(1, 600)], Compression::None));
-        all.extend_from_slice(&batch(&[record(2, 700), record(3, 800)], Compression::Gzip));
-        let got = timestamps_at(all.freeze(), &[1, 3, 9]);
-        assert_eq!(
-            got,
-            vec![
-                (1, FetchOutcome::Timestamp(600)),
-                (3, FetchOutcome::Timestamp(800)),
-                (9, FetchOutcome::NoRecord)
-            ]
-        );
-    }
 
     #[test]
     fn broker_addr_brackets_ipv6() {

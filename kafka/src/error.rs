@@ -33,7 +33,7 @@ pub enum KafkaError {
         addr: String,
         message: String,
     },
-    #[error("{addr} does not support {api} in any version this agent speaks ({ours})")]
+    #[error("{addr} does not support {api} in any version this client speaks ({ours})")]
     Unsupported {
         api: &'static str,
         addr: String,

@@ -1,7 +1,7 @@
 //! SASL client mechanisms: PLAIN (RFC 4616) and SCRAM-SHA-256/512 (RFC 5802, RFC 7677).
 //!
 //! The exchange itself (SaslHandshake, then SaslAuthenticate round trips) lives in
-//! [`super::conn`]; this module only produces and checks the tokens, so it is pure and tested
+//! [`crate::conn`]; this module only produces and checks the tokens, so it is pure and tested
 //! against the RFC test vectors.
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -9,7 +9,11 @@ use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256, Sha512};
 
-/// The SASL mechanisms the agent can use.
+/// The largest SCRAM iteration count a server may ask for. Kafka's default is 4096 and its own
+/// maximum 16384; a larger figure would only make each connection burn CPU (or be an attack).
+pub const MAX_SCRAM_ITERATIONS: u32 = 100_000;
+
+/// The SASL mechanisms the client can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 pub enum SaslMechanism {
     #[serde(rename = "PLAIN")]
@@ -144,6 +148,11 @@ impl ScramClient {
         if iterations == 0 {
             return Err("server-first iteration count is 0".to_string());
         }
+        if iterations > MAX_SCRAM_ITERATIONS {
+            return Err(format!(
+                "server-first iteration count {iterations} is above the limit of {MAX_SCRAM_ITERATIONS}"
+            ));
+        }
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
         let (proof, server_signature) = match self.hash {
@@ -194,7 +203,8 @@ impl ScramClient {
     }
 }
 
-/// Generates `Hi()`, the client proof and the server signature for one hash function.
+/// Generates the client proof and the server signature for one hash function. `Hi()` of
+/// RFC 5802 is PBKDF2 with HMAC as the PRF and one output block of the hash's size.
 macro_rules! scram_math {
     ($name:ident, $hash:ty) => {
         fn $name(
@@ -210,15 +220,8 @@ macro_rules! scram_math {
                 m.update(data);
                 Ok(m.finalize().into_bytes().to_vec())
             };
-            // Hi(password, salt, i) is PBKDF2 with HMAC as the PRF and one output block.
-            let mut u = mac(password, &[salt, &1u32.to_be_bytes()].concat())?;
-            let mut salted = u.clone();
-            for _ in 1..iterations {
-                u = mac(password, &u)?;
-                for (s, x) in salted.iter_mut().zip(&u) {
-                    *s ^= x;
-                }
-            }
+            let mut salted = vec![0u8; <$hash as Digest>::output_size()];
+            pbkdf2::pbkdf2_hmac::<$hash>(password, salt, iterations, &mut salted);
             let client_key = mac(&salted, b"Client Key")?;
             let stored_key = <$hash>::digest(&client_key).to_vec();
             let client_signature = mac(&stored_key, auth_message)?;
@@ -297,6 +300,46 @@ mod tests {
         assert!(e.contains("iteration"), "{e}");
         let e = c.verify_server_final(b"e=invalid-proof").unwrap_err();
         assert!(e.contains("invalid-proof"), "{e}");
+    }
+
+    #[test]
+    fn scram_refuses_an_iteration_count_above_the_cap() {
+        let mut c = ScramClient::with_nonce(SaslMechanism::ScramSha256, "u", "p", "abc").unwrap();
+        let e = c
+            .client_final(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=100001")
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "server-first iteration count 100001 is above the limit of 100000"
+        );
+        // The cap itself is still accepted.
+        let fin = c
+            .client_final(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=100000")
+            .unwrap();
+        assert!(fin.starts_with(b"c=biws,r=abcdef,p="));
+    }
+
+    /// RFC 7677's SCRAM-SHA-256 exchange redone with SHA-512 (no RFC has a SHA-512 vector);
+    /// the expected proof and signature were computed independently with Python's
+    /// `hashlib.pbkdf2_hmac` and `hmac`.
+    #[test]
+    fn scram_sha512_vector() {
+        let mut c = ScramClient::with_nonce(
+            SaslMechanism::ScramSha512,
+            "user",
+            "pencil",
+            "rOprNGfwEbeRWgbNEkqO",
+        )
+        .unwrap();
+        let server_first =
+            b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=QSXCR+Q6sek8bf92,i=4096";
+        let fin = c.client_final(server_first).unwrap();
+        assert_eq!(
+            String::from_utf8(fin).unwrap(),
+            "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=EAykbhDbSIdK2NH1gxa6hYeuy//F2vYHhDoID4icsfM4En7tcnA3Z8d4tGEJYtryn0rPgJfK/+/jQRZPhFOnvg=="
+        );
+        c.verify_server_final(b"v=yax/LDlXoMn1o/AvseJ8T8lP13ZwLqloWBF+Ha+KqzvGcg205ZoJQDqxr01QXLIFNyiqDLEITr05WbdTDPpW6w==")
+            .unwrap();
     }
 
     #[test]

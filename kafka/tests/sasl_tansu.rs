@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use medic_agent::kafka::{ClientConfig, KafkaClient, SaslCredentials, SaslMechanism, Security};
 use medic_e2e::{free_port, tool, wait_for_port, Server};
+use medic_kafka::{ClientConfig, KafkaClient, SaslCredentials, SaslMechanism, Security};
 
 fn client(bootstrap: &str, sasl: Option<SaslCredentials>) -> KafkaClient {
     KafkaClient::new(ClientConfig {
@@ -19,6 +19,8 @@ fn client(bootstrap: &str, sasl: Option<SaslCredentials>) -> KafkaClient {
         },
         request_timeout: Duration::from_secs(3),
         offset_fetch_batch: 10,
+        client_id: "medic-test".into(),
+        observer: None,
     })
 }
 
