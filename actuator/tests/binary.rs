@@ -182,7 +182,27 @@ async fn kill_9_during_a_burst_loses_no_answered_record() {
         page["invalid_lines"], 0,
         "the torn line was cut at start-up"
     );
-    let records = page["records"].as_array().unwrap();
+    // The API answers at most 1000 records: check the whole log on disk, every file, oldest
+    // first, and that the API's page is its newest 1000.
+    let mut files_in_order: Vec<std::path::PathBuf> = (1..=100)
+        .rev()
+        .map(|i| support_rotated(&files, i))
+        .filter(|p| p.exists())
+        .collect();
+    files_in_order.push(files.audit_path());
+    let records: Vec<Value> = files_in_order.iter().flat_map(|p| audit_lines(p)).collect();
+    let api_seqs: Vec<&Value> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["seq"])
+        .collect();
+    let newest: Vec<&Value> = records[records.len().saturating_sub(1000)..]
+        .iter()
+        .map(|r| &r["seq"])
+        .collect();
+    assert_eq!(api_seqs, newest, "the API returns the newest 1000 records");
+    assert_eq!(page["truncated"], records.len() > 1000);
     let seen: std::collections::HashSet<&str> = records
         .iter()
         .filter_map(|r| r["fingerprint"].as_str())
