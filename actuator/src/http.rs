@@ -598,6 +598,73 @@ mod tests {
         assert!(authorized(&open, &h), "no authentication configured");
     }
 
+    async fn reply_of<F>(r: warp::test::RequestBuilder, f: &F) -> (u16, serde_json::Value)
+    where
+        F: Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone + 'static,
+    {
+        let resp = r.reply(&f.clone().recover(recover).unify()).await;
+        let body = serde_json::from_slice(resp.body()).unwrap();
+        (resp.status().as_u16(), body)
+    }
+
+    fn ok() -> warp::reply::Response {
+        warp::reply::reply().into_response()
+    }
+
+    /// warp's own rejections on client input become 4xx in the JSON shape, never 500.
+    #[tokio::test]
+    async fn warp_rejections_of_client_input_are_4xx() {
+        let typed = warp::header::<u64>("x-count").map(|_: u64| ok());
+        let sized = warp::body::content_length_limit(8)
+            .and(warp::body::bytes())
+            .map(|_: Bytes| ok());
+        let json = warp::body::json::<serde_json::Value>().map(|_: serde_json::Value| ok());
+        let post = || warp::test::request().method("POST");
+        let cases = [
+            (
+                reply_of(warp::test::request().header("x-count", "many"), &typed).await,
+                (400, "bad_request", "invalid request header \"x-count\""),
+            ),
+            (
+                reply_of(warp::test::request(), &typed).await,
+                (400, "bad_request", "missing request header \"x-count\""),
+            ),
+            (
+                reply_of(post(), &sized).await,
+                (
+                    411,
+                    "length_required",
+                    "a Content-Length header is required",
+                ),
+            ),
+            (
+                reply_of(post().body("0123456789"), &sized).await,
+                (413, "payload_too_large", "request body is too large"),
+            ),
+            (
+                reply_of(
+                    post().header("content-type", "text/plain").body("{}"),
+                    &json,
+                )
+                .await,
+                (
+                    415,
+                    "unsupported_media_type",
+                    "the request's Content-Type is not supported",
+                ),
+            ),
+        ];
+        for ((status, body), (want_status, code, message)) in cases {
+            assert_eq!(
+                (status, body),
+                (
+                    want_status,
+                    serde_json::json!({"error": code, "message": message})
+                )
+            );
+        }
+    }
+
     #[tokio::test]
     async fn audit_readers_are_bounded_and_the_rest_get_503() {
         let readers = AuditReaders::new(1, Duration::from_secs(1));
