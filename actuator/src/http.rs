@@ -233,7 +233,10 @@ fn body(api: Arc<Api>) -> impl Filter<Extract = (Bytes,), Error = Rejection> + C
 async fn post_alerts(api: Arc<Api>, body: Bytes) -> Result<warp::reply::Response, Rejection> {
     let (payload, alerts) = parse_payload(&body)
         .map_err(|e| warp::reject::custom(ApiError::BadRequest(e.to_string())))?;
-    let results = api.engine.handle_alerts(&alerts).await.map_err(|e| {
+    let count = alerts.len();
+    // The decision runs on a task of its own: if the client hangs up, it still finishes and is
+    // audited; this request only waits for its answer.
+    let results = api.engine.submit(alerts).await.map_err(|e| {
         warp::reject::custom(ApiError::Internal(format!(
             "{e}; the decision was not recorded, retry"
         )))
@@ -251,7 +254,7 @@ async fn post_alerts(api: Arc<Api>, body: Bytes) -> Result<warp::reply::Response
         &serde_json::json!({
             "status": "ok",
             "group_key": payload.group_key,
-            "alerts": alerts.len(),
+            "alerts": count,
             "results": results,
         }),
         StatusCode::OK,
