@@ -8,12 +8,12 @@
 //! - [`render`], [`snapshot`], [`server`]: what a scrape serves, never waiting on Kafka.
 //! - [`run`]: the collection loop and the HTTP server.
 
-pub mod collect;
+pub(crate) mod collect;
 pub mod config;
-pub mod health;
+pub(crate) mod health;
 pub mod lag;
-pub mod render;
+pub(crate) mod render;
 pub mod run;
-pub mod server;
+pub(crate) mod server;
 pub mod snapshot;
 pub mod telemetry;

@@ -9,7 +9,7 @@ use crate::health::HealthSample;
 use crate::lag::LagReport;
 
 /// Escapes a label value (backslash, double quote, newline).
-pub fn escape(v: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn escape(v: &str) -> std::borrow::Cow<'_, str> {
     if !v.contains(['\\', '"', '\n']) {
         return std::borrow::Cow::Borrowed(v);
     }
@@ -45,7 +45,7 @@ fn num(v: f64) -> String {
 }
 
 /// Renders the lag families of `r`.
-pub fn render_lag(r: &LagReport) -> String {
+pub(crate) fn render_lag(r: &LagReport) -> String {
     let mut out = String::with_capacity(256 + r.partition_count() * 400);
     let cluster = escape(&r.cluster).into_owned();
     type Value = fn(&crate::lag::PartitionReport) -> Option<String>;
@@ -177,7 +177,12 @@ pub fn render_lag(r: &LagReport) -> String {
 }
 
 /// Renders the broker families of a sidecar.
-pub fn render_broker(cluster: &str, broker: i32, up: bool, h: Option<&HealthSample>) -> String {
+pub(crate) fn render_broker(
+    cluster: &str,
+    broker: i32,
+    up: bool,
+    h: Option<&HealthSample>,
+) -> String {
     let mut out = String::with_capacity(2048);
     let cluster = escape(cluster);
     let labels = format!("cluster=\"{cluster}\",broker=\"{broker}\"");

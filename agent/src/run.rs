@@ -26,11 +26,11 @@ pub enum RunError {
 
 /// A running agent's parts, for tests that drive collections themselves.
 pub struct Agent {
-    pub collector: Collector,
-    pub health: Option<Arc<Mutex<HealthCollector>>>,
+    pub(crate) collector: Collector,
+    pub(crate) health: Option<Arc<Mutex<HealthCollector>>>,
     pub snapshot: Arc<SnapshotCell>,
-    pub cluster: String,
-    pub broker_id: Option<i32>,
+    pub(crate) cluster: String,
+    pub(crate) broker_id: Option<i32>,
 }
 
 impl Agent {
@@ -99,7 +99,6 @@ impl Agent {
         let prev = self.snapshot.load();
         let result = self.collector.collect(now).await;
         let mut next = (*prev).clone();
-        next.last_attempt = Some(t);
         let broker_up = match result {
             Ok(c) => {
                 for e in &c.errors {
@@ -147,7 +146,7 @@ impl Agent {
 }
 
 /// The error and its sources on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

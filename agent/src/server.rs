@@ -12,12 +12,12 @@ use warp::{Filter, Rejection, Reply};
 use crate::snapshot::{health, SnapshotCell};
 
 /// What the handlers read.
-pub struct AppState {
-    pub snapshot: Arc<SnapshotCell>,
-    pub prometheus: Option<PrometheusHandle>,
-    pub cluster: String,
-    pub mode: String,
-    pub stale_after: Duration,
+pub(crate) struct AppState {
+    pub(crate) snapshot: Arc<SnapshotCell>,
+    pub(crate) prometheus: Option<PrometheusHandle>,
+    pub(crate) cluster: String,
+    pub(crate) mode: String,
+    pub(crate) stale_after: Duration,
 }
 
 fn now() -> f64 {
@@ -29,11 +29,11 @@ fn now() -> f64 {
 
 /// Filters of `GET /api/v1/groups`.
 #[derive(Debug, Default, Deserialize)]
-pub struct GroupQuery {
+pub(crate) struct GroupQuery {
     /// Only this group.
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
     /// Only this topic.
-    pub topic: Option<String>,
+    pub(crate) topic: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -43,7 +43,7 @@ struct ErrorBody<'a> {
 }
 
 /// All routes.
-pub fn routes(
+pub(crate) fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let with = warp::any().map(move || state.clone());
@@ -104,7 +104,7 @@ pub fn routes(
 
 /// The whole `/metrics` page: the pre-rendered snapshot, the scrape-time gauges, and the
 /// agent's own metrics.
-pub fn metrics_text(s: &AppState) -> String {
+pub(crate) fn metrics_text(s: &AppState) -> String {
     let snap = s.snapshot.load();
     let mut out = String::with_capacity(snap.lag_text.len() + snap.broker_text.len() + 4096);
     out.push_str(&snap.lag_text);

@@ -13,11 +13,9 @@ use crate::lag::LagReport;
 pub struct Snapshot {
     pub report: Arc<LagReport>,
     pub lag_text: Arc<String>,
-    pub broker_text: String,
-    /// Unix seconds of the last collection attempt.
-    pub last_attempt: Option<f64>,
+    pub(crate) broker_text: String,
     /// Unix seconds of the last successful collection.
-    pub last_success: Option<f64>,
+    pub(crate) last_success: Option<f64>,
     /// Why the last attempt failed, if it did.
     pub last_error: Option<String>,
 }
@@ -34,7 +32,7 @@ impl SnapshotCell {
         }
     }
 
-    pub fn store(&self, s: Snapshot) {
+    pub(crate) fn store(&self, s: Snapshot) {
         let s = Arc::new(s);
         match self.0.write() {
             Ok(mut g) => *g = s,
@@ -45,20 +43,26 @@ impl SnapshotCell {
 
 /// The `/healthz` body.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Health {
-    pub status: &'static str,
-    pub healthy: bool,
-    pub cluster: String,
-    pub mode: String,
-    pub last_success: Option<f64>,
-    pub snapshot_age_seconds: Option<f64>,
+pub(crate) struct Health {
+    pub(crate) status: &'static str,
+    pub(crate) healthy: bool,
+    pub(crate) cluster: String,
+    pub(crate) mode: String,
+    pub(crate) last_success: Option<f64>,
+    pub(crate) snapshot_age_seconds: Option<f64>,
     pub last_error: Option<String>,
     /// Why the agent is unhealthy, in words.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// Healthy while the last attempt succeeded and the last success is at most `stale_after` old.
-pub fn health(s: &Snapshot, now: f64, stale_after: Duration, cluster: &str, mode: &str) -> Health {
+pub(crate) fn health(
+    s: &Snapshot,
+    now: f64,
+    stale_after: Duration,
+    cluster: &str,
+    mode: &str,
+) -> Health {
     let age = s.last_success.map(|t| (now - t).max(0.0));
     let reason = match (s.last_success, &s.last_error, age) {
         (None, None, _) => Some("no collection has completed yet".to_string()),
@@ -93,7 +97,6 @@ mod tests {
         let stale = Duration::from_secs(30);
         let fresh = Snapshot {
             last_success: Some(100.0),
-            last_attempt: Some(100.0),
             ..Default::default()
         };
         let h = health(&fresh, 110.0, stale, "c", "cluster");

@@ -31,7 +31,7 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// The `stage` label values of `medic_agent_collection_errors_total`.
-pub const STAGES: &[&str] = &[
+pub(crate) const STAGES: &[&str] = &[
     "metadata",
     "list_groups",
     "offset_fetch",
@@ -48,7 +48,7 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process-wide metrics recorder once, labelling everything with `cluster`, and
 /// returns the handle that renders it. `None` if another recorder was installed first.
-pub fn metrics_handle(cluster: &str) -> Option<PrometheusHandle> {
+pub(crate) fn metrics_handle(cluster: &str) -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
@@ -114,7 +114,7 @@ fn describe() {
 
 /// Counts every Kafka request in the global recorder: `medic_agent_kafka_requests_total{api}`
 /// and `medic_agent_kafka_request_duration_seconds{api}`.
-pub fn kafka_request_observer() -> medic_kafka::RequestObserver {
+pub(crate) fn kafka_request_observer() -> medic_kafka::RequestObserver {
     medic_kafka::RequestObserver::new(|event| {
         let api = medic_kafka::api_name(event.api);
         metrics::counter!("medic_agent_kafka_requests_total", "api" => api).increment(1);

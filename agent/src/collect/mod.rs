@@ -19,32 +19,32 @@ use crate::lag::{
     partition_report, GroupReport, LagReport, PartitionReport, Skipped, TopicEnds, TopicReport,
 };
 use medic_kafka::{ClusterMetadata, FetchOutcome, KafkaClient, KafkaError, ListedGroup, Tp};
-pub use state::LagState;
+pub(crate) use state::LagState;
 
 /// What the collector needs to know.
 #[derive(Debug, Clone)]
-pub struct CollectorSettings {
-    pub cluster: String,
-    pub mode: Mode,
-    pub groups: NameFilter,
-    pub topics: NameFilter,
-    pub history_samples: usize,
-    pub drain_rate_window: Duration,
-    pub fetch_max_bytes: i32,
-    pub fetch_partition_max_bytes: i32,
+pub(crate) struct CollectorSettings {
+    pub(crate) cluster: String,
+    pub(crate) mode: Mode,
+    pub(crate) groups: NameFilter,
+    pub(crate) topics: NameFilter,
+    pub(crate) history_samples: usize,
+    pub(crate) drain_rate_window: Duration,
+    pub(crate) fetch_max_bytes: i32,
+    pub(crate) fetch_partition_max_bytes: i32,
 }
 
 /// A problem in one stage of a collection. The stage names are the bounded set used as the
 /// `stage` label of `medic_agent_collection_errors_total`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StageError {
-    pub stage: &'static str,
-    pub message: String,
+pub(crate) struct StageError {
+    pub(crate) stage: &'static str,
+    pub(crate) message: String,
 }
 
 /// Why a whole collection failed (the previous report stays in place).
 #[derive(Debug, thiserror::Error)]
-pub enum CollectError {
+pub(crate) enum CollectError {
     #[error("cannot read cluster metadata")]
     Metadata(#[source] KafkaError),
     #[error("broker {0} (the --broker-id of this sidecar) is not in the cluster metadata")]
@@ -58,7 +58,7 @@ pub enum CollectError {
 }
 
 impl CollectError {
-    pub fn stage(&self) -> &'static str {
+    pub(crate) fn stage(&self) -> &'static str {
         match self {
             CollectError::Metadata(_) | CollectError::BrokerNotInMetadata(_) => "metadata",
             CollectError::ListGroups { .. } => "list_groups",
@@ -68,16 +68,16 @@ impl CollectError {
 
 /// A successful collection.
 #[derive(Debug, Clone)]
-pub struct Collection {
-    pub report: LagReport,
+pub(crate) struct Collection {
+    pub(crate) report: LagReport,
     /// Sidecar mode: whether the local broker answered this collection.
-    pub broker_up: Option<bool>,
+    pub(crate) broker_up: Option<bool>,
     /// Problems that did not stop the collection.
-    pub errors: Vec<StageError>,
+    pub(crate) errors: Vec<StageError>,
 }
 
 /// Collects lag reports, keeping the history that lag in seconds and drain rates need.
-pub struct Collector {
+pub(crate) struct Collector {
     client: Arc<KafkaClient>,
     settings: CollectorSettings,
     state: LagState,
@@ -98,7 +98,7 @@ struct GroupOffsets {
 }
 
 impl Collector {
-    pub fn new(client: Arc<KafkaClient>, settings: CollectorSettings) -> Self {
+    pub(crate) fn new(client: Arc<KafkaClient>, settings: CollectorSettings) -> Self {
         let state = LagState::new(
             settings.history_samples,
             settings.drain_rate_window.as_secs_f64(),
@@ -111,13 +111,9 @@ impl Collector {
         }
     }
 
-    pub fn client(&self) -> &Arc<KafkaClient> {
-        &self.client
-    }
-
     /// Sidecar mode, when metadata cannot be read: does the local broker still answer at the
     /// address the last metadata gave for it?
-    pub async fn probe_local_broker(&self) -> Option<bool> {
+    pub(crate) async fn probe_local_broker(&self) -> Option<bool> {
         let Mode::Sidecar { broker_id } = self.settings.mode else {
             return None;
         };
@@ -125,7 +121,7 @@ impl Collector {
     }
 
     /// Runs one collection at `now`.
-    pub async fn collect(&mut self, now: SystemTime) -> Result<Collection, CollectError> {
+    pub(crate) async fn collect(&mut self, now: SystemTime) -> Result<Collection, CollectError> {
         let t = unix_seconds(now);
         let mut errors = Vec::new();
         let md = self

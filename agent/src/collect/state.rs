@@ -14,7 +14,7 @@ const KEEP_ROUNDS: u64 = 3;
 
 /// The collector's memory.
 #[derive(Debug)]
-pub struct LagState {
+pub(crate) struct LagState {
     capacity: usize,
     rate_window: f64,
     round: u64,
@@ -25,7 +25,7 @@ pub struct LagState {
 }
 
 impl LagState {
-    pub fn new(capacity: usize, rate_window: f64) -> Self {
+    pub(crate) fn new(capacity: usize, rate_window: f64) -> Self {
         LagState {
             capacity,
             rate_window,
@@ -37,7 +37,7 @@ impl LagState {
         }
     }
 
-    pub fn observe_end(&mut self, tp: &Tp, end: i64, now: f64) {
+    pub(crate) fn observe_end(&mut self, tp: &Tp, end: i64, now: f64) {
         let round = self.round;
         let cap = self.capacity;
         let entry = self
@@ -48,13 +48,13 @@ impl LagState {
         entry.1 = round;
     }
 
-    pub fn append_time(&self, tp: &Tp, offset: i64) -> Option<f64> {
+    pub(crate) fn append_time(&self, tp: &Tp, offset: i64) -> Option<f64> {
         self.histories
             .get(tp)
             .and_then(|(h, _)| h.append_time(offset))
     }
 
-    pub fn cached_timestamp(&mut self, tp: &Tp, offset: i64) -> Option<i64> {
+    pub(crate) fn cached_timestamp(&mut self, tp: &Tp, offset: i64) -> Option<i64> {
         let key = (tp.clone(), offset);
         let ts = self.timestamps.get(&key).copied();
         if ts.is_some() {
@@ -63,12 +63,12 @@ impl LagState {
         ts
     }
 
-    pub fn cache_timestamp(&mut self, tp: &Tp, offset: i64, ts_ms: i64) {
+    pub(crate) fn cache_timestamp(&mut self, tp: &Tp, offset: i64, ts_ms: i64) {
         self.timestamps.insert((tp.clone(), offset), ts_ms);
         self.used_timestamps.insert((tp.clone(), offset));
     }
 
-    pub fn observe_consumption(
+    pub(crate) fn observe_consumption(
         &mut self,
         group: &str,
         topic: &Arc<str>,
@@ -87,21 +87,12 @@ impl LagState {
     }
 
     /// Ends a collection: drops what was not used recently.
-    pub fn sweep(&mut self) {
+    pub(crate) fn sweep(&mut self) {
         let round = self.round;
         self.histories.retain(|_, (_, r)| round - *r < KEEP_ROUNDS);
         self.rates.retain(|_, (_, r)| round - *r < KEEP_ROUNDS);
         let used = std::mem::take(&mut self.used_timestamps);
         self.timestamps.retain(|k, _| used.contains(k));
         self.round += 1;
-    }
-
-    /// (histories, cached timestamps, rate windows) held, for the agent's own metrics.
-    pub fn sizes(&self) -> (usize, usize, usize) {
-        (
-            self.histories.len(),
-            self.timestamps.len(),
-            self.rates.len(),
-        )
     }
 }

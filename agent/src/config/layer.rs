@@ -25,7 +25,7 @@ mod one_or_many {
         Many(Vec<T>),
     }
 
-    pub fn deserialize<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+    pub(crate) fn deserialize<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
     where
         D: Deserializer<'de>,
         T: Deserialize<'de> + std::str::FromStr,
@@ -48,167 +48,167 @@ mod one_or_many {
 /// Every medic-agent setting. See `medic-agent --help` for each one's meaning.
 #[derive(Debug, Clone, Default, Args, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Layer {
+pub(crate) struct Layer {
     /// Kafka bootstrap servers, host:port, comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
     #[serde(default, deserialize_with = "one_or_many::deserialize")]
-    pub bootstrap_servers: Option<Vec<String>>,
+    pub(crate) bootstrap_servers: Option<Vec<String>>,
 
     /// Address the HTTP server listens on (/metrics, /healthz, /api/v1/groups). Default 0.0.0.0:9308.
     #[arg(long, value_name = "ADDR:PORT")]
-    pub listen: Option<String>,
+    pub(crate) listen: Option<String>,
 
     /// Cluster name, the `cluster` label on every series. Default "kafka".
     #[arg(long, value_name = "NAME")]
-    pub cluster: Option<String>,
+    pub(crate) cluster: Option<String>,
 
     /// Time between collections. Default 10s.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     #[serde(default, with = "humantime_serde")]
-    pub interval: Option<Duration>,
+    pub(crate) interval: Option<Duration>,
 
     /// Sidecar mode: report the groups coordinated by this broker id, and its health.
     /// Without it the agent runs in cluster mode (every group, no broker health).
     #[arg(long, value_name = "N")]
-    pub broker_id: Option<i32>,
+    pub(crate) broker_id: Option<i32>,
 
     /// Timeout of one Kafka request. Default 10s.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     #[serde(default, with = "humantime_serde")]
-    pub request_timeout: Option<Duration>,
+    pub(crate) request_timeout: Option<Duration>,
 
     /// Report only groups matching one of these regexes (anchored with ^...$ by you). Default: all.
     #[arg(long, value_delimiter = ',', value_name = "REGEX,...")]
     #[serde(default, deserialize_with = "one_or_many::deserialize")]
-    pub group_allow: Option<Vec<String>>,
+    pub(crate) group_allow: Option<Vec<String>>,
 
     /// Never report groups matching one of these regexes. Deny wins over allow.
     #[arg(long, value_delimiter = ',', value_name = "REGEX,...")]
     #[serde(default, deserialize_with = "one_or_many::deserialize")]
-    pub group_deny: Option<Vec<String>>,
+    pub(crate) group_deny: Option<Vec<String>>,
 
     /// Report only topics matching one of these regexes. Default: all but internal topics.
     #[arg(long, value_delimiter = ',', value_name = "REGEX,...")]
     #[serde(default, deserialize_with = "one_or_many::deserialize")]
-    pub topic_allow: Option<Vec<String>>,
+    pub(crate) topic_allow: Option<Vec<String>>,
 
     /// Never report topics matching one of these regexes.
     #[arg(long, value_delimiter = ',', value_name = "REGEX,...")]
     #[serde(default, deserialize_with = "one_or_many::deserialize")]
-    pub topic_deny: Option<Vec<String>>,
+    pub(crate) topic_deny: Option<Vec<String>>,
 
     /// plaintext, ssl, sasl_plaintext or sasl_ssl. Default plaintext.
     #[arg(long, value_name = "PROTOCOL")]
-    pub security_protocol: Option<String>,
+    pub(crate) security_protocol: Option<String>,
 
     /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with sasl_plaintext or sasl_ssl).
     #[arg(long, value_name = "MECHANISM")]
-    pub sasl_mechanism: Option<String>,
+    pub(crate) sasl_mechanism: Option<String>,
 
     /// SASL user name.
     #[arg(long, value_name = "USER")]
-    pub sasl_username: Option<String>,
+    pub(crate) sasl_username: Option<String>,
 
     /// File holding the SASL password (preferred over sasl_password).
     #[arg(long, value_name = "FILE")]
-    pub sasl_password_file: Option<PathBuf>,
+    pub(crate) sasl_password_file: Option<PathBuf>,
 
     /// SASL password. Prefer sasl_password_file or the environment variable.
     #[arg(long, value_name = "PASSWORD")]
-    pub sasl_password: Option<String>,
+    pub(crate) sasl_password: Option<String>,
 
     /// PEM file of CA certificates to trust. Default: the bundled Mozilla roots.
     #[arg(long, value_name = "FILE")]
-    pub tls_ca_file: Option<PathBuf>,
+    pub(crate) tls_ca_file: Option<PathBuf>,
 
     /// PEM client certificate for mutual TLS (with tls_key_file).
     #[arg(long, value_name = "FILE")]
-    pub tls_cert_file: Option<PathBuf>,
+    pub(crate) tls_cert_file: Option<PathBuf>,
 
     /// PEM private key for mutual TLS (with tls_cert_file).
     #[arg(long, value_name = "FILE")]
-    pub tls_key_file: Option<PathBuf>,
+    pub(crate) tls_key_file: Option<PathBuf>,
 
     /// TLS server name to verify, when it differs from the broker's advertised host.
     #[arg(long, value_name = "NAME")]
-    pub tls_server_name: Option<String>,
+    pub(crate) tls_server_name: Option<String>,
 
     /// Where broker CPU and memory come from (sidecar mode): host, pid_file, cmdline or cgroup.
     /// Default host.
     #[arg(long, value_name = "SOURCE")]
-    pub process_source: Option<String>,
+    pub(crate) process_source: Option<String>,
 
     /// With process_source=pid_file: the file holding the broker's pid.
     #[arg(long, value_name = "FILE")]
-    pub process_pid_file: Option<PathBuf>,
+    pub(crate) process_pid_file: Option<PathBuf>,
 
     /// With process_source=cmdline: a regex matched against each process's command line
     /// (the pod must share its process namespace), e.g. 'kafka\.Kafka'.
     #[arg(long, value_name = "REGEX")]
-    pub process_cmdline_pattern: Option<String>,
+    pub(crate) process_cmdline_pattern: Option<String>,
 
     /// With process_source=cgroup: the broker's cgroup directory (v2 or v1).
     #[arg(long, value_name = "DIR")]
-    pub process_cgroup_dir: Option<PathBuf>,
+    pub(crate) process_cgroup_dir: Option<PathBuf>,
 
     /// The broker's log directories; each one's filesystem size and use is reported.
     #[arg(long, value_delimiter = ',', value_name = "DIR,...")]
     #[serde(default, deserialize_with = "one_or_many::deserialize")]
-    pub log_dirs: Option<Vec<PathBuf>>,
+    pub(crate) log_dirs: Option<Vec<PathBuf>>,
 
     /// Root of the proc filesystem. Default /proc.
     #[arg(long, value_name = "DIR")]
-    pub proc_root: Option<PathBuf>,
+    pub(crate) proc_root: Option<PathBuf>,
 
     /// Root of the cgroup filesystem. Default /sys/fs/cgroup.
     #[arg(long, value_name = "DIR")]
-    pub cgroup_root: Option<PathBuf>,
+    pub(crate) cgroup_root: Option<PathBuf>,
 
     /// End-offset observations kept per partition for lag in seconds. Default 64.
     #[arg(long, value_name = "N")]
-    pub history_samples: Option<usize>,
+    pub(crate) history_samples: Option<usize>,
 
     /// Window over which the consumption rate for time-to-drain is measured. Default 5m.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     #[serde(default, with = "humantime_serde")]
-    pub drain_rate_window: Option<Duration>,
+    pub(crate) drain_rate_window: Option<Duration>,
 
     /// /healthz turns 503 when the last successful collection is older than this.
     /// Default: 3 intervals.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     #[serde(default, with = "humantime_serde")]
-    pub stale_after: Option<Duration>,
+    pub(crate) stale_after: Option<Duration>,
 
     /// Bytes of record data read per broker per collection to find record timestamps.
     /// Default 4194304 (4 MiB).
     #[arg(long, value_name = "BYTES")]
-    pub fetch_max_bytes: Option<i32>,
+    pub(crate) fetch_max_bytes: Option<i32>,
 
     /// Bytes of record data read per partition for its timestamp. Default 65536.
     #[arg(long, value_name = "BYTES")]
-    pub fetch_partition_max_bytes: Option<i32>,
+    pub(crate) fetch_partition_max_bytes: Option<i32>,
 
     /// Groups per OffsetFetch request (brokers with OffsetFetch v8+). Default 500.
     #[arg(long, value_name = "N")]
-    pub offset_fetch_batch: Option<usize>,
+    pub(crate) offset_fetch_batch: Option<usize>,
 
     /// Time an HTTP client has to send a complete request head; also bounds the wait for the
     /// next request on a kept-alive connection. Default 10s.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     #[serde(default, with = "humantime_serde")]
-    pub http_header_read_timeout: Option<Duration>,
+    pub(crate) http_header_read_timeout: Option<Duration>,
 
     /// An HTTP connection with no request in flight for this long is closed. Default 60s.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     #[serde(default, with = "humantime_serde")]
-    pub http_idle_timeout: Option<Duration>,
+    pub(crate) http_idle_timeout: Option<Duration>,
 
     /// Most HTTP connections open at once, lowered to fit the open-file limit; at the cap the
     /// oldest connection with no request in flight is closed to make room. Default 1024.
     #[arg(long, value_name = "N")]
-    pub http_max_connections: Option<usize>,
+    pub(crate) http_max_connections: Option<usize>,
 
     /// Log format: auto (json unless stderr is a terminal), json or text. Default auto.
     #[arg(long, value_name = "FORMAT")]
-    pub log_format: Option<String>,
+    pub(crate) log_format: Option<String>,
 }

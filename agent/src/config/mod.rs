@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser};
-pub use layer::Layer;
+pub(crate) use layer::Layer;
 use medic_kafka::{read_password_file, SaslCredentials, SaslMechanism, Security, SecurityProtocol};
 use regex::Regex;
 
 use crate::health::{HealthConfig, ProcessSource};
 
 /// Prefix of the environment variables.
-pub const ENV_PREFIX: &str = "MEDIC_AGENT_";
+pub(crate) const ENV_PREFIX: &str = "MEDIC_AGENT_";
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -32,18 +32,18 @@ pub const ENV_PREFIX: &str = "MEDIC_AGENT_";
 name with underscores) and an environment variable MEDIC_AGENT_<NAME>. Precedence, highest \
 first: flag, environment, file, default."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// YAML configuration file.
     #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 
     #[command(flatten)]
-    pub layer: Layer,
+    pub(crate) layer: Layer,
 }
 
 /// Where a setting's value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     Flag,
     Env,
     File(PathBuf),
@@ -68,7 +68,7 @@ pub struct ConfigErrors(pub Vec<String>);
 
 /// Which groups the agent reports.
 #[derive(Debug, Clone)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Groups coordinated by this broker, and the broker's health.
     Sidecar { broker_id: i32 },
     /// Every group, no broker health.
@@ -77,13 +77,13 @@ pub enum Mode {
 
 /// Allow and deny regexes over names. An empty allow list allows everything; deny wins.
 #[derive(Debug, Clone, Default)]
-pub struct NameFilter {
-    pub allow: Vec<Regex>,
-    pub deny: Vec<Regex>,
+pub(crate) struct NameFilter {
+    pub(crate) allow: Vec<Regex>,
+    pub(crate) deny: Vec<Regex>,
 }
 
 impl NameFilter {
-    pub fn accepts(&self, name: &str) -> bool {
+    pub(crate) fn accepts(&self, name: &str) -> bool {
         (self.allow.is_empty() || self.allow.iter().any(|r| r.is_match(name)))
             && !self.deny.iter().any(|r| r.is_match(name))
     }
@@ -100,26 +100,26 @@ pub enum LogFormat {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub cluster: String,
-    pub bootstrap_servers: Vec<String>,
-    pub listen: SocketAddr,
-    pub interval: Duration,
-    pub mode: Mode,
-    pub request_timeout: Duration,
-    pub groups: NameFilter,
-    pub topics: NameFilter,
-    pub security: Security,
+    pub(crate) cluster: String,
+    pub(crate) bootstrap_servers: Vec<String>,
+    pub(crate) listen: SocketAddr,
+    pub(crate) interval: Duration,
+    pub(crate) mode: Mode,
+    pub(crate) request_timeout: Duration,
+    pub(crate) groups: NameFilter,
+    pub(crate) topics: NameFilter,
+    pub(crate) security: Security,
     /// Broker health sources; set in sidecar mode.
-    pub health: Option<HealthConfig>,
-    pub history_samples: usize,
-    pub drain_rate_window: Duration,
-    pub stale_after: Duration,
-    pub fetch_max_bytes: i32,
-    pub fetch_partition_max_bytes: i32,
-    pub offset_fetch_batch: usize,
+    pub(crate) health: Option<HealthConfig>,
+    pub(crate) history_samples: usize,
+    pub(crate) drain_rate_window: Duration,
+    pub(crate) stale_after: Duration,
+    pub(crate) fetch_max_bytes: i32,
+    pub(crate) fetch_partition_max_bytes: i32,
+    pub(crate) offset_fetch_batch: usize,
     pub log_format: LogFormat,
     /// Limits of the HTTP server against slow and idle clients.
-    pub http: medic_http::Settings,
+    pub(crate) http: medic_http::Settings,
 }
 
 /// Parses flags, reads the environment map and the file, merges and validates.
@@ -307,7 +307,7 @@ macro_rules! merge_layers {
 }
 
 /// Merges layers, highest precedence first, and remembers where each value came from.
-pub fn merge(flag: Layer, env: Layer, file: Layer, path: Option<&Path>) -> (Layer, Origins) {
+pub(crate) fn merge(flag: Layer, env: Layer, file: Layer, path: Option<&Path>) -> (Layer, Origins) {
     let mut origins = Origins::new();
     let merged = merge_layers!(flag, env, file, path, origins;
         bootstrap_servers, listen, cluster, interval, broker_id, request_timeout,
@@ -324,7 +324,7 @@ pub fn merge(flag: Layer, env: Layer, file: Layer, path: Option<&Path>) -> (Laye
 }
 
 /// Checks every setting and cross-setting rule, collecting all problems.
-pub fn validate(l: Layer, origins: &Origins) -> Result<Config, ConfigErrors> {
+pub(crate) fn validate(l: Layer, origins: &Origins) -> Result<Config, ConfigErrors> {
     let mut errs = Vec::new();
     let at = |key: &'static str| {
         origins

@@ -6,13 +6,13 @@ use super::{HealthError, HealthSample, Stage};
 
 /// One log directory's filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskSample {
+pub(crate) struct DiskSample {
     /// The log directory as configured (the `path` label).
-    pub path: String,
+    pub(crate) path: String,
     /// `(f_blocks - f_bfree) * f_frsize`: everything not free, including root's reserve.
-    pub used_bytes: u64,
+    pub(crate) used_bytes: u64,
     /// `f_blocks * f_frsize`.
-    pub size_bytes: u64,
+    pub(crate) size_bytes: u64,
 }
 
 /// (used, size) in bytes from the `statvfs` block counts.

@@ -16,16 +16,16 @@ use super::{fill, parse_u64_field, procfs_reason, read_parsed, HealthError, Heal
 /// Received and transmitted bytes summed over every interface except `lo`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct NetTotals {
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
+    pub(crate) rx_bytes: u64,
+    pub(crate) tx_bytes: u64,
 }
 
 /// What `/proc/stat` gives: the non-idle clock ticks of the aggregate `cpu` line and the number
 /// of `cpuN` lines (the online CPUs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CpuStat {
-    pub busy_ticks: u64,
-    pub cores: u32,
+    pub(crate) busy_ticks: u64,
+    pub(crate) cores: u32,
 }
 
 /// The system information `KernelStats` asks for. Only its raw tick fields are read here, never

@@ -86,18 +86,18 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
-pub use disk::DiskSample;
+pub(crate) use disk::DiskSample;
 
 /// The default for [`HealthConfig::proc_root`].
-pub const DEFAULT_PROC_ROOT: &str = "/proc";
+pub(crate) const DEFAULT_PROC_ROOT: &str = "/proc";
 /// The default for [`HealthConfig::cgroup_root`].
-pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub(crate) const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// `USER_HZ` used when `sysconf(_SC_CLK_TCK)` gives no answer.
-pub const DEFAULT_USER_HZ: f64 = 100.0;
+pub(crate) const DEFAULT_USER_HZ: f64 = 100.0;
 
 /// Where the broker's CPU, memory and network figures come from.
 #[derive(Debug, Clone)]
-pub enum ProcessSource {
+pub(crate) enum ProcessSource {
     /// The whole machine (`/proc/stat`, `/proc/meminfo`, `/proc/net/dev`).
     Host,
     /// The process whose pid is written in this file (re-read on every collection).
@@ -110,20 +110,20 @@ pub enum ProcessSource {
 
 /// What [`HealthCollector`] reads.
 #[derive(Debug, Clone)]
-pub struct HealthConfig {
+pub(crate) struct HealthConfig {
     /// Where CPU, memory and network come from.
-    pub source: ProcessSource,
+    pub(crate) source: ProcessSource,
     /// The broker's log directories; one [`DiskSample`] each.
-    pub log_dirs: Vec<PathBuf>,
+    pub(crate) log_dirs: Vec<PathBuf>,
     /// The procfs mount, normally `/proc`.
-    pub proc_root: PathBuf,
+    pub(crate) proc_root: PathBuf,
     /// The cgroup filesystem mount, normally `/sys/fs/cgroup`.
-    pub cgroup_root: PathBuf,
+    pub(crate) cgroup_root: PathBuf,
 }
 
 impl HealthConfig {
     /// A config reading the real `/proc` and `/sys/fs/cgroup`.
-    pub fn new(source: ProcessSource, log_dirs: Vec<PathBuf>) -> Self {
+    pub(crate) fn new(source: ProcessSource, log_dirs: Vec<PathBuf>) -> Self {
         Self {
             source,
             log_dirs,
@@ -136,26 +136,26 @@ impl HealthConfig {
 /// One collection's figures. A field is `None` when its reading failed; the matching error is
 /// in `errors`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct HealthSample {
+pub(crate) struct HealthSample {
     /// CPU time used by the broker process, cgroup or host, in seconds (a counter).
-    pub cpu_seconds_total: Option<f64>,
+    pub(crate) cpu_seconds_total: Option<f64>,
     /// CPU capacity available to the broker, in cores (cgroup quota, else host cores).
-    pub cpu_cores: Option<f64>,
+    pub(crate) cpu_cores: Option<f64>,
     /// Resident memory (process), working set (cgroup) or used memory (host), in bytes.
-    pub memory_used_bytes: Option<u64>,
+    pub(crate) memory_used_bytes: Option<u64>,
     /// Bytes received over every interface except `lo` (a counter).
-    pub network_receive_bytes_total: Option<u64>,
+    pub(crate) network_receive_bytes_total: Option<u64>,
     /// Bytes transmitted over every interface except `lo` (a counter).
-    pub network_transmit_bytes_total: Option<u64>,
+    pub(crate) network_transmit_bytes_total: Option<u64>,
     /// One entry per log directory that could be read, in configuration order.
-    pub disks: Vec<DiskSample>,
+    pub(crate) disks: Vec<DiskSample>,
     /// One entry per reading that failed.
-    pub errors: Vec<HealthError>,
+    pub(crate) errors: Vec<HealthError>,
 }
 
 /// Which reading an error belongs to; a bounded set, fit for a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stage {
+pub(crate) enum Stage {
     /// Locating the broker process or cgroup.
     Process,
     /// CPU seconds or CPU cores.
@@ -170,7 +170,7 @@ pub enum Stage {
 
 impl Stage {
     /// The label value: `process`, `cpu`, `memory`, `network` or `disk`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Stage::Process => "process",
             Stage::Cpu => "cpu",
@@ -189,7 +189,7 @@ impl fmt::Display for Stage {
 
 /// A reading that failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
-pub enum HealthError {
+pub(crate) enum HealthError {
     /// A file (or a directory, for `statvfs`) could not be read.
     #[error("{stage}: cannot read {}: {reason}", path.display())]
     Read {
@@ -223,7 +223,7 @@ pub enum HealthError {
 impl HealthError {
     /// The reading that failed, as a bounded label value: `process`, `cpu`, `memory`,
     /// `network` or `disk`.
-    pub fn stage(&self) -> &'static str {
+    pub(crate) fn stage(&self) -> &'static str {
         match self {
             HealthError::Read { stage, .. }
             | HealthError::Parse { stage, .. }
@@ -340,7 +340,7 @@ pub(crate) fn fill<T>(
 }
 
 /// `sysconf(_SC_CLK_TCK)`, or [`DEFAULT_USER_HZ`] when it gives no positive answer.
-pub fn user_hz() -> f64 {
+pub(crate) fn user_hz() -> f64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
         Ok(Some(hz)) if hz > 0 => hz as f64,
         _ => DEFAULT_USER_HZ,
@@ -349,7 +349,7 @@ pub fn user_hz() -> f64 {
 
 /// Reads the broker's health figures; see the module docs for where each comes from.
 #[derive(Debug)]
-pub struct HealthCollector {
+pub(crate) struct HealthCollector {
     cfg: HealthConfig,
     user_hz: f64,
     own_pid: u32,
@@ -361,7 +361,7 @@ pub struct HealthCollector {
 
 impl HealthCollector {
     /// A collector for `cfg`. Nothing is read until [`HealthCollector::collect`].
-    pub fn new(cfg: HealthConfig) -> Self {
+    pub(crate) fn new(cfg: HealthConfig) -> Self {
         Self {
             cfg,
             user_hz: user_hz(),
@@ -371,20 +371,16 @@ impl HealthCollector {
         }
     }
 
-    /// The configuration this collector reads.
-    pub fn config(&self) -> &HealthConfig {
-        &self.cfg
-    }
-
     /// The broker pid read by the last collection, for the process sources; `None` before the
     /// first collection, when the process was not found, and for the host and cgroup sources.
-    pub fn current_pid(&self) -> Option<u32> {
+    #[cfg(test)]
+    pub(crate) fn current_pid(&self) -> Option<u32> {
         self.last_pid
     }
 
     /// Reads every figure once. Blocking (reads files); the caller runs it on
     /// `spawn_blocking`. Never panics: failures are in [`HealthSample::errors`].
-    pub fn collect(&mut self) -> HealthSample {
+    pub(crate) fn collect(&mut self) -> HealthSample {
         let mut sample = HealthSample::default();
         let proc_root = self.cfg.proc_root.as_path();
         let cgroup_root = self.cfg.cgroup_root.as_path();
@@ -491,14 +487,14 @@ mod fake {
     /// membership line.
     #[derive(Debug, Clone)]
     pub(super) struct Proc {
-        pub pid: u32,
-        pub args: &'static [&'static str],
-        pub utime: u64,
-        pub stime: u64,
-        pub start: u64,
-        pub rss_kb: u64,
-        pub net: (u64, u64),
-        pub cgroup: &'static str,
+        pub(crate) pid: u32,
+        pub(crate) args: &'static [&'static str],
+        pub(crate) utime: u64,
+        pub(crate) stime: u64,
+        pub(crate) start: u64,
+        pub(crate) rss_kb: u64,
+        pub(crate) net: (u64, u64),
+        pub(crate) cgroup: &'static str,
     }
 
     impl Proc {

@@ -16,17 +16,17 @@ use super::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PidStat {
     /// Field 1.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// Field 2, without the parentheses; may hold spaces and parentheses itself.
-    pub comm: String,
+    pub(crate) comm: String,
     /// Field 3: R, S, D, Z, T, ...
-    pub state: char,
+    pub(crate) state: char,
     /// Field 14: user-mode clock ticks.
-    pub utime: u64,
+    pub(crate) utime: u64,
     /// Field 15: kernel-mode clock ticks.
-    pub stime: u64,
+    pub(crate) stime: u64,
     /// Field 22: clock ticks after boot at which the process started.
-    pub starttime: u64,
+    pub(crate) starttime: u64,
 }
 
 impl PidStat {
@@ -123,8 +123,8 @@ pub(crate) struct Tracked {
 /// A live broker process, with the stat read while locating it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Located {
-    pub pid: u32,
-    pub stat: PidStat,
+    pub(crate) pid: u32,
+    pub(crate) stat: PidStat,
 }
 
 /// `/proc/<pid>/stat`, or `None` when the process does not exist.

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 
 /// A window of consumption samples for one (group, topic).
 #[derive(Debug, Clone)]
-pub struct ConsumptionRate {
+pub(crate) struct ConsumptionRate {
     window_seconds: f64,
     samples: VecDeque<(f64, f64)>,
     committed: HashMap<i32, i64>,
@@ -19,7 +19,7 @@ pub struct ConsumptionRate {
 
 impl ConsumptionRate {
     /// A rate measured over the last `window_seconds`.
-    pub fn new(window_seconds: f64) -> Self {
+    pub(crate) fn new(window_seconds: f64) -> Self {
         ConsumptionRate {
             window_seconds,
             samples: VecDeque::new(),
@@ -29,7 +29,7 @@ impl ConsumptionRate {
     }
 
     /// Adds an observation of the committed offsets (partition, offset) at `now`.
-    pub fn observe(&mut self, now: f64, committed: impl IntoIterator<Item = (i32, i64)>) {
+    pub(crate) fn observe(&mut self, now: f64, committed: impl IntoIterator<Item = (i32, i64)>) {
         let mut next = HashMap::with_capacity(self.committed.len());
         for (p, o) in committed {
             if let Some(prev) = self.committed.get(&p) {
@@ -51,7 +51,7 @@ impl ConsumptionRate {
     }
 
     /// Offsets consumed per second over the window, once two samples exist.
-    pub fn rate(&self) -> Option<f64> {
+    pub(crate) fn rate(&self) -> Option<f64> {
         let (t0, c0) = *self.samples.front()?;
         let (t1, c1) = *self.samples.back()?;
         (t1 > t0).then(|| (c1 - c0) / (t1 - t0))
@@ -59,7 +59,7 @@ impl ConsumptionRate {
 }
 
 /// Seconds until caught up: 0 with no lag, `None` while nothing is being consumed.
-pub fn drain_seconds(lag: i64, rate: Option<f64>) -> Option<f64> {
+pub(crate) fn drain_seconds(lag: i64, rate: Option<f64>) -> Option<f64> {
     if lag <= 0 {
         return Some(0.0);
     }

@@ -26,14 +26,14 @@ struct Run {
 
 /// The history of one partition's log end offset. Times are seconds since the Unix epoch.
 #[derive(Debug, Clone)]
-pub struct EndOffsetHistory {
+pub(crate) struct EndOffsetHistory {
     runs: VecDeque<Run>,
     capacity: usize,
 }
 
 impl EndOffsetHistory {
     /// A history holding at most `capacity` runs (at least 3).
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         EndOffsetHistory {
             runs: VecDeque::with_capacity(capacity.max(3) + 1),
             capacity: capacity.max(3),
@@ -41,17 +41,14 @@ impl EndOffsetHistory {
     }
 
     /// Number of runs held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.runs.len()
     }
 
-    /// True when nothing has been observed.
-    pub fn is_empty(&self) -> bool {
-        self.runs.is_empty()
-    }
-
     /// The oldest offset the history can place in time.
-    pub fn oldest_offset(&self) -> Option<i64> {
+    #[cfg(test)]
+    pub(crate) fn oldest_offset(&self) -> Option<i64> {
         self.runs.front().map(|r| r.offset)
     }
 
@@ -60,7 +57,7 @@ impl EndOffsetHistory {
     /// An end offset lower than the last one means the partition was recreated or truncated;
     /// the old history no longer describes it and is dropped. Observations older than the last
     /// one are ignored.
-    pub fn observe(&mut self, end_offset: i64, now: f64) {
+    pub(crate) fn observe(&mut self, end_offset: i64, now: f64) {
         if let Some(last) = self.runs.back_mut() {
             if now < last.last_seen {
                 return;
@@ -104,7 +101,7 @@ impl EndOffsetHistory {
     /// The estimated time at which the record at `offset` was appended, or `None` when the
     /// history cannot place it: the record is older than the first observation, or it has not
     /// been written yet.
-    pub fn append_time(&self, offset: i64) -> Option<f64> {
+    pub(crate) fn append_time(&self, offset: i64) -> Option<f64> {
         let first = self.runs.front()?;
         let last = self.runs.back()?;
         if offset < first.offset || offset >= last.offset {
@@ -123,7 +120,8 @@ impl EndOffsetHistory {
 
     /// The width in seconds of the bracket that places `offset`: the error bound of
     /// [`Self::append_time`].
-    pub fn bracket_width(&self, offset: i64) -> Option<f64> {
+    #[cfg(test)]
+    pub(crate) fn bracket_width(&self, offset: i64) -> Option<f64> {
         let first = self.runs.front()?;
         let last = self.runs.back()?;
         if offset < first.offset || offset >= last.offset {
@@ -136,7 +134,7 @@ impl EndOffsetHistory {
 
 /// Lag in seconds for a partition: 0 when nothing is unconsumed, else `now` minus the append
 /// time of the record at the committed offset, never negative.
-pub fn lag_seconds(now: f64, lag: i64, append_time: f64) -> f64 {
+pub(crate) fn lag_seconds(now: f64, lag: i64, append_time: f64) -> f64 {
     if lag <= 0 {
         0.0
     } else {

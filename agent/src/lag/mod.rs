@@ -5,8 +5,8 @@
 //!   end-offset [`history`], or read from the record itself when the history cannot place it.
 //! - Time to drain per (group, topic) comes from the recent consumption rate ([`drain`]).
 
-pub mod drain;
-pub mod history;
+pub(crate) mod drain;
+pub(crate) mod history;
 
 use serde::Serialize;
 
@@ -88,7 +88,7 @@ pub struct LagReport {
 
 impl LagReport {
     /// Number of (group, partition) pairs reported.
-    pub fn partition_count(&self) -> usize {
+    pub(crate) fn partition_count(&self) -> usize {
         self.groups
             .iter()
             .flat_map(|g| &g.topics)
@@ -99,7 +99,7 @@ impl LagReport {
 
 /// The pure per-partition computation: lag, and lag seconds from the history or from a known
 /// record timestamp (ms). `append_time` is the history's estimate for the committed offset.
-pub fn partition_report(
+pub(crate) fn partition_report(
     partition: i32,
     committed: i64,
     end: i64,
