@@ -82,6 +82,10 @@ impl Server {
             .expect("log file");
         let child = Command::new(&self.cmd[0])
             .args(&self.cmd[1..])
+            // The harness's own variables: the binaries refuse MEDIC_AGENT_* / MEDIC_ACTUATOR_*
+            // variables they do not know.
+            .env_remove("MEDIC_AGENT_BIN")
+            .env_remove("MEDIC_ACTUATOR_BIN")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
