@@ -14,6 +14,10 @@
 //!
 //! Closed connections are counted by [`CloseReason`] in [`Stats`] and reported to an
 //! [`Observer`], which each binary turns into its own metrics.
+//!
+//! Why not `warp::serve`: warp 0.4 serves without TLS, without a shutdown grace period and
+//! without any of the limits above, and hyper-util's auto server has no connection cap or
+//! eviction either; this module is the one place both binaries get them, the same way.
 
 mod conn;
 mod server;
