@@ -4,7 +4,6 @@
 //! per collection grows with brokers, not with partitions or groups.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,20 +104,13 @@ pub struct GroupOffsets {
 #[derive(Debug, Default)]
 pub struct RequestStats {
     counts: Mutex<BTreeMap<&'static str, u64>>,
-    total: AtomicU64,
 }
 
 impl RequestStats {
     fn record(&self, event: &RequestEvent<'_>) {
-        self.total.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut c) = self.counts.lock() {
             *c.entry(api_name(event.api)).or_default() += 1;
         }
-    }
-
-    /// Requests sent since start, all APIs.
-    pub fn total(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
     }
 
     /// Requests sent since start, by API.

@@ -119,11 +119,6 @@ impl Connection {
         Ok(conn)
     }
 
-    /// The broker address this connection goes to.
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
     /// The highest version of `R` both sides speak, capped at `cap`.
     pub fn version<R: Request>(&self, cap: i16) -> Result<i16, KafkaError> {
         let unsupported = || KafkaError::Unsupported {

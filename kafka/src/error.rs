@@ -56,7 +56,7 @@ pub enum KafkaError {
 
 impl KafkaError {
     /// Builds a [`KafkaError::Broker`] from a response error code.
-    pub fn broker(api: &'static str, addr: &str, code: i16) -> Self {
+    pub(crate) fn broker(api: &'static str, addr: &str, code: i16) -> Self {
         use kafka_protocol::error::ParseResponseErrorCode;
         let name = code
             .err()

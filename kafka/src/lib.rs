@@ -14,13 +14,13 @@
 //! The embedding binary names itself ([`ClientConfig::client_id`]) and decides where request
 //! counts go ([`ClientConfig::observer`]); this crate installs no metrics recorder.
 
-pub mod client;
-pub mod conn;
+pub(crate) mod client;
+pub(crate) mod conn;
 pub mod error;
-pub mod observer;
-pub mod records;
-pub mod sasl;
-pub mod security;
+pub(crate) mod observer;
+pub(crate) mod records;
+pub(crate) mod sasl;
+pub(crate) mod security;
 pub mod tls;
 
 pub use client::{ClientConfig, ClusterMetadata, GroupOffsets, KafkaClient, ListedGroup, Tp};

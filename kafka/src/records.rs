@@ -75,7 +75,8 @@ pub fn timestamps_at(mut records: Bytes, offsets: &[i64]) -> Vec<(i64, FetchOutc
 }
 
 /// The timestamp of the first record at or after `offset` (see [`timestamps_at`]).
-pub fn timestamp_at(records: Bytes, offset: i64) -> FetchOutcome {
+#[cfg(test)]
+pub(crate) fn timestamp_at(records: Bytes, offset: i64) -> FetchOutcome {
     timestamps_at(records, &[offset])
         .pop()
         .map(|(_, f)| f)

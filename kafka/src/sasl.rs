@@ -70,7 +70,6 @@ enum Hash {
 #[derive(Debug)]
 pub struct ScramClient {
     hash: Hash,
-    user: String,
     password: String,
     nonce: String,
     client_first_bare: String,
@@ -102,7 +101,6 @@ impl ScramClient {
         let client_first_bare = format!("n={user},r={nonce}");
         Some(ScramClient {
             hash,
-            user,
             password: password.to_string(),
             nonce: nonce.to_string(),
             client_first_bare,
@@ -195,11 +193,6 @@ impl ScramClient {
             ),
             None => Err("server-final received before server-first".to_string()),
         }
-    }
-
-    /// The user name as escaped into the messages.
-    pub fn user(&self) -> &str {
-        &self.user
     }
 }
 
