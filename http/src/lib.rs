@@ -12,7 +12,7 @@
 //! - **graceful shutdown**: requests in flight finish, idle connections close, and whatever is
 //!   left after the grace period is dropped.
 //!
-//! Closed connections are counted by [`CloseReason`] in [`Stats`] and reported to an
+//! Closed connections are counted by [`CloseReason`] in `Stats` and reported to an
 //! [`Observer`], which each binary turns into its own metrics.
 //!
 //! Why not `warp::serve`: warp 0.4 serves without TLS, without a shutdown grace period and
@@ -81,11 +81,11 @@ impl Settings {
 
 /// File descriptors kept free for everything but client connections (the listener, logs, the
 /// audit files, Kafka and Kubernetes clients).
-pub const FD_RESERVE: u64 = 64;
+pub(crate) const FD_RESERVE: u64 = 64;
 
 /// The connection cap: `max_connections`, lowered so that open connections plus
 /// [`FD_RESERVE`] stay within the soft open-file limit `nofile` (half of it when it is tiny).
-pub fn connection_cap(max_connections: usize, nofile: Option<u64>) -> usize {
+pub(crate) fn connection_cap(max_connections: usize, nofile: Option<u64>) -> usize {
     let max = max_connections.max(1);
     let Some(limit) = nofile else {
         return max;
@@ -100,7 +100,7 @@ pub fn connection_cap(max_connections: usize, nofile: Option<u64>) -> usize {
 }
 
 /// The process's soft open-file limit, if it can be read and is finite.
-pub fn nofile_limit() -> Option<u64> {
+pub(crate) fn nofile_limit() -> Option<u64> {
     use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, _)) if soft != RLIM_INFINITY => Some(soft),
@@ -160,19 +160,20 @@ pub trait Observer: Send + Sync {
 
 /// Connection counts, readable while the server runs.
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     open: AtomicUsize,
     closed: [AtomicU64; 4],
 }
 
 impl Stats {
     /// Connections open now (accepted and not yet closed).
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 
     /// Connections closed by the server for `reason` so far.
-    pub fn closed(&self, reason: CloseReason) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn closed(&self, reason: CloseReason) -> u64 {
         self.closed[reason.index()].load(Ordering::Relaxed)
     }
 }

@@ -34,7 +34,7 @@ impl Server {
     }
 
     /// As `new`, with the open-file limit given (`None`: unlimited).
-    pub fn with_nofile(settings: Settings, nofile: Option<u64>) -> Self {
+    pub(crate) fn with_nofile(settings: Settings, nofile: Option<u64>) -> Self {
         let cap = connection_cap(settings.max_connections, nofile);
         Self {
             settings,
@@ -64,7 +64,8 @@ impl Server {
     }
 
     /// The live connection counts.
-    pub fn stats(&self) -> Arc<Stats> {
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
     }
 
