@@ -17,6 +17,7 @@ use medic_actuator::audit::{
     parse_lines, read_log, rotated_path, Action, AuditQuery, AuditRecord, Outcome,
 };
 use medic_actuator::decide::{LagSource, Trigger};
+use medic_actuator::reason::ReasonCode;
 
 const READERS: usize = 4;
 const FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -56,14 +57,18 @@ fn record(seq: u64) -> AuditRecord {
     let broker = i.is_multiple_of(17);
     let (outcome, action, reason) = match i % 5 {
         0 => (Outcome::Applied, Action::ScaleUp, None),
-        1 => (Outcome::Skipped, Action::None, Some("cooldown")),
-        2 => (Outcome::Skipped, Action::None, Some("duplicate")),
+        1 => (Outcome::Skipped, Action::None, Some(ReasonCode::Cooldown)),
+        2 => (Outcome::Skipped, Action::None, Some(ReasonCode::Duplicate)),
         3 => (Outcome::Applied, Action::ScaleDown, None),
-        _ => (Outcome::Failed, Action::ScaleUp, Some("kube_conflict")),
+        _ => (
+            Outcome::Failed,
+            Action::ScaleUp,
+            Some(ReasonCode::KubeConflict),
+        ),
     };
     let mut r = AuditRecord {
         seq,
-        reason: reason.map(Into::into),
+        reason,
         message: format!("scale {target} from 2 to 4: lag 9000 above 1000 per replica"),
         alertname: Some("KafkaConsumerLagPersistent".into()),
         alert_status: None,

@@ -8,14 +8,6 @@ use std::collections::BTreeMap;
 pub const LAG_ALERT: &str = "KafkaConsumerLagPersistent";
 /// Broker alerts that hold scale-downs on their cluster.
 pub const BROKER_HOLD_ALERTS: [&str; 2] = ["KafkaBrokerDown", "KafkaBrokerOverloaded"];
-/// Every broker alert: the two above (which also hold scale-downs) and disk pressure. All three
-/// are remediated on clusters with a `brokers:` policy.
-pub const BROKER_ALERTS: [&str; 3] = [
-    "KafkaBrokerDown",
-    "KafkaBrokerOverloaded",
-    "KafkaBrokerDiskPressure",
-];
-
 /// Why a payload was refused (a 400; nothing was changed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
@@ -145,24 +137,63 @@ impl LagAlert {
     }
 }
 
-/// A broker alert: holds scale-downs (down, overloaded) and is remediated where a broker
-/// policy exists.
+/// The broker alerts the actuator understands: all three are remediated on clusters with a
+/// `brokers:` policy; down and overloaded also hold consumer scale-downs on their cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BrokerAlertKind {
+    /// `KafkaBrokerOverloaded`.
+    Overloaded,
+    /// `KafkaBrokerDiskPressure`.
+    DiskPressure,
+    /// `KafkaBrokerDown`.
+    Down,
+}
+
+impl BrokerAlertKind {
+    /// The kind of an alert name (None: not a broker alert).
+    pub fn from_alertname(name: &str) -> Option<Self> {
+        match name {
+            "KafkaBrokerOverloaded" => Some(BrokerAlertKind::Overloaded),
+            "KafkaBrokerDiskPressure" => Some(BrokerAlertKind::DiskPressure),
+            "KafkaBrokerDown" => Some(BrokerAlertKind::Down),
+            _ => None,
+        }
+    }
+
+    /// The alert name, as the rules define it.
+    pub fn alertname(self) -> &'static str {
+        match self {
+            BrokerAlertKind::Overloaded => "KafkaBrokerOverloaded",
+            BrokerAlertKind::DiskPressure => "KafkaBrokerDiskPressure",
+            BrokerAlertKind::Down => "KafkaBrokerDown",
+        }
+    }
+
+    /// Whether it holds scale-downs on its cluster.
+    pub fn holds_scale_down(self) -> bool {
+        BROKER_HOLD_ALERTS.contains(&self.alertname())
+    }
+}
+
+/// A broker alert, fully parsed: holds scale-downs (down, overloaded) and is remediated where a
+/// broker policy exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAlert {
-    /// Alert name.
-    pub alertname: String,
+    /// Which alert.
+    pub kind: BrokerAlertKind,
     /// Alertmanager's fingerprint.
     pub fingerprint: String,
     /// firing or resolved.
     pub status: AlertStatus,
     /// `cluster` label.
     pub cluster: String,
-    /// `broker` label, if any.
-    pub broker: Option<String>,
+    /// `broker` label: the Kafka broker id.
+    pub broker: i32,
     /// `path` label (disk pressure), if any.
     pub path: Option<String>,
-    /// Start time as sent (the grace period counts from it; part of the dedupe key).
-    pub starts_at: String,
+    /// startsAt: the grace period counts from it, it names the episode, and it is part of the
+    /// dedupe key.
+    pub starts_at: Timestamp,
 }
 
 impl BrokerAlert {
@@ -175,11 +206,26 @@ impl BrokerAlert {
             self.starts_at
         )
     }
+}
 
-    /// Whether it holds scale-downs on its cluster.
-    pub fn holds_scale_down(&self) -> bool {
-        BROKER_HOLD_ALERTS.contains(&self.alertname.as_str())
-    }
+/// A broker alert whose `broker` label is missing or not a Kafka broker id: it still holds
+/// scale-downs, and on a cluster with a broker policy it is audited as `bad_broker_label`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnlabelledBrokerAlert {
+    /// Which alert.
+    pub kind: BrokerAlertKind,
+    /// Alertmanager's fingerprint.
+    pub fingerprint: String,
+    /// firing or resolved.
+    pub status: AlertStatus,
+    /// `cluster` label.
+    pub cluster: String,
+    /// The `broker` label as sent (None: missing).
+    pub label: Option<String>,
+    /// `path` label, if any.
+    pub path: Option<String>,
+    /// startsAt.
+    pub starts_at: Timestamp,
 }
 
 /// An alert sorted by what the actuator does with it.
@@ -187,8 +233,10 @@ impl BrokerAlert {
 pub enum Alert {
     /// Consumer lag: may scale.
     Lag(LagAlert),
-    /// Broker trouble: holds scale-downs.
+    /// Broker trouble: holds scale-downs, remediated where a broker policy exists.
     Broker(BrokerAlert),
+    /// A broker alert without a usable `broker` label: holds scale-downs, never remediated.
+    UnlabelledBroker(UnlabelledBrokerAlert),
     /// Anything else: ignored (counted).
     Other {
         /// Its alertname label.
@@ -250,12 +298,12 @@ pub fn parse_payload(body: &[u8]) -> Result<(WebhookPayload, Vec<Alert>), Payloa
         if a.fingerprint.is_empty() {
             return Err(problem("empty `fingerprint`".into()));
         }
-        if a.starts_at.parse::<Timestamp>().is_err() {
+        let Ok(starts_at) = a.starts_at.parse::<Timestamp>() else {
             return Err(problem(format!(
                 "`startsAt` {:?} is not an RFC 3339 time",
                 a.starts_at
             )));
-        }
+        };
         let label = |name: &str| -> Result<String, PayloadError> {
             match a.labels.get(name) {
                 Some(v) if !v.is_empty() => Ok(v.clone()),
@@ -279,16 +327,30 @@ pub fn parse_payload(body: &[u8]) -> Result<(WebhookPayload, Vec<Alert>), Payloa
                 consumergroup: label("consumergroup")?,
                 lag_annotation,
             })
-        } else if BROKER_ALERTS.contains(&alertname.as_str()) {
-            Alert::Broker(BrokerAlert {
-                alertname: alertname.clone(),
-                fingerprint: a.fingerprint.clone(),
-                status: a.status,
-                cluster: label("cluster")?,
-                broker: a.labels.get("broker").cloned(),
-                path: a.labels.get("path").cloned(),
-                starts_at: a.starts_at.clone(),
-            })
+        } else if let Some(kind) = BrokerAlertKind::from_alertname(&alertname) {
+            let cluster = label("cluster")?;
+            let path = a.labels.get("path").cloned();
+            let broker_label = a.labels.get("broker");
+            match broker_label.and_then(|b| b.parse::<i32>().ok()) {
+                Some(broker) => Alert::Broker(BrokerAlert {
+                    kind,
+                    fingerprint: a.fingerprint.clone(),
+                    status: a.status,
+                    cluster,
+                    broker,
+                    path,
+                    starts_at,
+                }),
+                None => Alert::UnlabelledBroker(UnlabelledBrokerAlert {
+                    kind,
+                    fingerprint: a.fingerprint.clone(),
+                    status: a.status,
+                    cluster,
+                    label: broker_label.cloned(),
+                    path,
+                    starts_at,
+                }),
+            }
         } else {
             Alert::Other { alertname }
         };
@@ -349,15 +411,15 @@ mod tests {
 
     #[test]
     fn real_alertmanager_grouped_broker_payloads_parse() {
-        let broker = |name: &str, id: &str, path: Option<&str>, status, fp: &str| {
+        let broker = |kind, broker, path: Option<&str>, status, fp: &str| {
             Alert::Broker(BrokerAlert {
-                alertname: name.into(),
+                kind,
                 fingerprint: fp.into(),
                 status,
                 cluster: "east".into(),
-                broker: Some(id.into()),
+                broker,
                 path: path.map(Into::into),
-                starts_at: "2026-11-22T03:32:35.536Z".into(),
+                starts_at: "2026-11-22T03:32:35.536Z".parse().unwrap(),
             })
         };
         let want = |down| {
@@ -365,17 +427,17 @@ mod tests {
                 Alert::Other {
                     alertname: "KafkaMedicMassFailure".into(),
                 },
-                broker("KafkaBrokerDown", "1", None, down, "13b47883c47f3984"),
+                broker(BrokerAlertKind::Down, 1, None, down, "13b47883c47f3984"),
                 broker(
-                    "KafkaBrokerOverloaded",
-                    "2",
+                    BrokerAlertKind::Overloaded,
+                    2,
                     None,
                     AlertStatus::Firing,
                     "0452009549abf86f",
                 ),
                 broker(
-                    "KafkaBrokerDiskPressure",
-                    "3",
+                    BrokerAlertKind::DiskPressure,
+                    3,
                     Some("/var/lib/kafka/data"),
                     AlertStatus::Firing,
                     "b63fd071eeb252e8",
@@ -453,13 +515,59 @@ mod tests {
         let Alert::Broker(b) = &alerts[0] else {
             panic!("{alerts:?}")
         };
-        assert_eq!(b.broker.as_deref(), Some("2"));
+        assert_eq!(b.kind, BrokerAlertKind::DiskPressure);
+        assert_eq!(b.broker, 2);
         assert_eq!(b.path.as_deref(), Some("/var/lib/kafka"));
+        assert_eq!(
+            b.starts_at,
+            Timestamp::from_second(1_795_318_355).unwrap(),
+            "startsAt is parsed once, at the edge"
+        );
         assert_eq!(b.delivery_key(), "f:firing:2026-11-22T03:32:35Z");
         assert!(
-            !b.holds_scale_down(),
+            !b.kind.holds_scale_down(),
             "disk pressure does not hold scale-downs"
         );
+        assert!(BrokerAlertKind::Down.holds_scale_down());
+        assert!(BrokerAlertKind::Overloaded.holds_scale_down());
+        for kind in [
+            BrokerAlertKind::Down,
+            BrokerAlertKind::Overloaded,
+            BrokerAlertKind::DiskPressure,
+        ] {
+            assert_eq!(
+                BrokerAlertKind::from_alertname(kind.alertname()),
+                Some(kind)
+            );
+        }
+        assert_eq!(
+            BrokerAlertKind::from_alertname("KafkaMedicMassFailure"),
+            None
+        );
+    }
+
+    #[test]
+    fn broker_alert_with_a_bad_broker_label_is_kept_apart() {
+        let body = |broker: &str| {
+            format!(
+                r#"{{"version":"4","status":"firing","alerts":[{{"status":"resolved","labels":{{"alertname":"KafkaBrokerDown","cluster":"prod"{broker}}},"startsAt":"2026-11-22T03:32:35Z","fingerprint":"f"}}]}}"#
+            )
+        };
+        let want = |label: Option<&str>| {
+            vec![Alert::UnlabelledBroker(UnlabelledBrokerAlert {
+                kind: BrokerAlertKind::Down,
+                fingerprint: "f".into(),
+                status: AlertStatus::Resolved,
+                cluster: "prod".into(),
+                label: label.map(Into::into),
+                path: None,
+                starts_at: "2026-11-22T03:32:35Z".parse().unwrap(),
+            })]
+        };
+        let (_, alerts) = parse_payload(body(r#","broker":"kafka-1""#).as_bytes()).unwrap();
+        assert_eq!(alerts, want(Some("kafka-1")));
+        let (_, alerts) = parse_payload(body("").as_bytes()).unwrap();
+        assert_eq!(alerts, want(None));
     }
 
     #[test]

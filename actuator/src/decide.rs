@@ -1,6 +1,6 @@
 //! The pure decision core: no I/O, the caller passes in everything including `now`.
 //!
-//! `decide(alert, observed, policy, state, now) -> Decision`. The engine reads the world
+//! `decide(alert, observed, policy, state, now) -> LagDecision`. The engine reads the world
 //! (Kubernetes, Prometheus, its own memory), calls `decide`, and then carries the decision out.
 
 use jiff::{SignedDuration, Timestamp};
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::alert::AlertStatus;
 use crate::policy::Policy;
+use crate::reason::ReasonCode;
 
 /// What started an evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,9 +122,9 @@ pub struct TargetState {
     pub seen_recently: bool,
 }
 
-/// Why nothing is done.
+/// Why nothing is done about a lag alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reason {
+pub enum LagReason {
     /// The global pause switch is on.
     Paused,
     /// This delivery was already handled (Alertmanager retry, or a second Alertmanager).
@@ -154,8 +155,6 @@ pub enum Reason {
         /// Time left.
         remaining: Duration,
     },
-    /// A broker alert's gate held (see `broker::gate`).
-    Broker(crate::broker::gate::BrokerSkip),
     /// A HorizontalPodAutoscaler or KEDA ScaledObject scales the Deployment: the actuator does
     /// not fight it. Set by the engine when `decide` wanted to scale (it needs an API lookup).
     ManagedByAutoscaler {
@@ -164,39 +163,38 @@ pub enum Reason {
     },
 }
 
-impl Reason {
-    /// Stable snake_case code for audit records and metric labels.
-    pub fn code(&self) -> &'static str {
+impl LagReason {
+    /// The reason code for audit records and metric labels.
+    pub fn code(&self) -> ReasonCode {
         match self {
-            Reason::Paused => "paused",
-            Reason::Duplicate => "duplicate",
-            Reason::OutOfBounds { .. } => "out_of_bounds",
-            Reason::LagUnknown => "lag_unknown",
-            Reason::AtDesired { .. } => "at_desired",
-            Reason::BrokerTrouble { .. } => "broker_trouble",
-            Reason::Cooldown { .. } => "cooldown",
-            Reason::Broker(b) => b.code(),
-            Reason::ManagedByAutoscaler { .. } => "managed_by_autoscaler",
+            LagReason::Paused => ReasonCode::Paused,
+            LagReason::Duplicate => ReasonCode::Duplicate,
+            LagReason::OutOfBounds { .. } => ReasonCode::OutOfBounds,
+            LagReason::LagUnknown => ReasonCode::LagUnknown,
+            LagReason::AtDesired { .. } => ReasonCode::AtDesired,
+            LagReason::BrokerTrouble { .. } => ReasonCode::BrokerTrouble,
+            LagReason::Cooldown { .. } => ReasonCode::Cooldown,
+            LagReason::ManagedByAutoscaler { .. } => ReasonCode::ManagedByAutoscaler,
         }
     }
 
     /// A sentence for operators.
     pub fn message(&self, policy: &Policy) -> String {
         match self {
-            Reason::Paused => "actuator is paused".into(),
-            Reason::Duplicate => "this alert delivery was already handled".into(),
-            Reason::OutOfBounds { replicas } => format!(
+            LagReason::Paused => "actuator is paused".into(),
+            LagReason::Duplicate => "this alert delivery was already handled".into(),
+            LagReason::OutOfBounds { replicas } => format!(
                 "replicas {replicas} are outside the policy bounds [{}, {}]; not touching a Deployment managed elsewhere",
                 policy.min_replicas, policy.max_replicas
             ),
-            Reason::LagUnknown => {
+            LagReason::LagUnknown => {
                 "no lag figure: Prometheus gave none and the alert has no lag_offsets annotation".into()
             }
-            Reason::AtDesired { desired } => format!("replicas already at the desired {desired}"),
-            Reason::BrokerTrouble { alertname } => {
+            LagReason::AtDesired { desired } => format!("replicas already at the desired {desired}"),
+            LagReason::BrokerTrouble { alertname } => {
                 format!("scale-down held while {alertname} is active on the cluster")
             }
-            Reason::Cooldown {
+            LagReason::Cooldown {
                 direction,
                 to,
                 remaining,
@@ -205,8 +203,7 @@ impl Reason {
                 direction.as_str(),
                 remaining.as_secs()
             ),
-            Reason::Broker(b) => b.message(),
-            Reason::ManagedByAutoscaler { autoscaler } => format!(
+            LagReason::ManagedByAutoscaler { autoscaler } => format!(
                 "{autoscaler} scales {}: not changing its replicas (remove the autoscaler or this policy)",
                 policy.deployment
             ),
@@ -214,10 +211,10 @@ impl Reason {
     }
 }
 
-/// The outcome of `decide` (lag alerts) or `broker::gate::decide_broker` (broker alerts).
+/// The outcome of `decide` for a lag alert (broker alerts have their own,
+/// `broker::gate::BrokerDecision`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Decision {
+pub enum LagDecision {
     /// Change the Deployment's replicas.
     Scale {
         /// Replicas now.
@@ -229,15 +226,8 @@ pub enum Decision {
         /// Up or down.
         direction: Direction,
     },
-    /// Move leadership or replicas off a broker (the backend and the planner say how).
-    Reassign {
-        /// The broker in trouble.
-        broker: i32,
-        /// What to do.
-        kind: crate::broker::planner::PlanKind,
-    },
     /// Do nothing, and say why.
-    Skip(Reason),
+    Skip(LagReason),
 }
 
 /// Replicas the lag asks for: ceil(lag / lag_per_replica), capped at partitions, clamped to [min, max].
@@ -284,19 +274,19 @@ pub fn decide(
     policy: &Policy,
     state: &TargetState,
     now: Timestamp,
-) -> Decision {
+) -> LagDecision {
     if state.paused {
-        return Decision::Skip(Reason::Paused);
+        return LagDecision::Skip(LagReason::Paused);
     }
     if alert.trigger == Trigger::Webhook && state.seen_recently {
-        return Decision::Skip(Reason::Duplicate);
+        return LagDecision::Skip(LagReason::Duplicate);
     }
     let from = observed.replicas;
     if from < policy.min_replicas || from > policy.max_replicas {
-        return Decision::Skip(Reason::OutOfBounds { replicas: from });
+        return LagDecision::Skip(LagReason::OutOfBounds { replicas: from });
     }
     let Some(desired) = wanted_replicas(alert.status, observed, policy) else {
-        return Decision::Skip(Reason::LagUnknown);
+        return LagDecision::Skip(LagReason::LagUnknown);
     };
     let step = policy.max_step.max(1);
     let to = if desired > from {
@@ -305,7 +295,7 @@ pub fn decide(
         from.saturating_sub(step).max(desired)
     };
     if to == from {
-        return Decision::Skip(Reason::AtDesired { desired });
+        return LagDecision::Skip(LagReason::AtDesired { desired });
     }
     let direction = if to > from {
         Direction::Up
@@ -314,7 +304,7 @@ pub fn decide(
     };
     if direction == Direction::Down {
         if let Some(alertname) = &observed.broker_trouble {
-            return Decision::Skip(Reason::BrokerTrouble {
+            return LagDecision::Skip(LagReason::BrokerTrouble {
                 alertname: alertname.clone(),
             });
         }
@@ -331,14 +321,14 @@ pub fn decide(
                 .checked_sub(elapsed)
                 .and_then(|d| Duration::try_from(d).ok())
                 .unwrap_or(cooldown);
-            return Decision::Skip(Reason::Cooldown {
+            return LagDecision::Skip(LagReason::Cooldown {
                 direction,
                 to,
                 remaining,
             });
         }
     }
-    Decision::Scale {
+    LagDecision::Scale {
         from,
         to,
         desired,
@@ -434,8 +424,8 @@ mod tests {
         }
     }
 
-    fn scale(from: u32, to: u32, desired: u32) -> Decision {
-        Decision::Scale {
+    fn scale(from: u32, to: u32, desired: u32) -> LagDecision {
+        LagDecision::Scale {
             from,
             to,
             desired,
@@ -462,39 +452,39 @@ mod tests {
         let mut with_partitions = obs(2, Some(9000));
         with_partitions.partitions = Some(3);
         #[rustfmt::skip]
-        let cases: Vec<(&str, AlertInput, Observed, &Policy, TargetState, i64, Decision)> = vec![
+        let cases: Vec<(&str, AlertInput, Observed, &Policy, TargetState, i64, LagDecision)> = vec![
             ("lag 3500 wants 4, step 2 from 1", firing(), obs(1, Some(3500)), &p, fresh.clone(), 10, scale(1, 3, 4)),
             ("lag 3500 from 3 reaches 4", firing(), obs(3, Some(3500)), &p, fresh.clone(), 10, scale(3, 4, 4)),
             ("exact multiple 3000 wants 3", firing(), obs(3, Some(3000)), &p, fresh.clone(), 10,
-                Decision::Skip(Reason::AtDesired { desired: 3 })),
+                LagDecision::Skip(LagReason::AtDesired { desired: 3 })),
             ("huge lag clamps to max", firing(), obs(9, Some(10_000_000)), &p, fresh.clone(), 10, scale(9, 10, 10)),
             ("lag 0 while firing steps down to min", firing(), obs(4, Some(0)), &p, fresh.clone(), 10, scale(4, 2, 1)),
-            ("no lag while firing", firing(), obs(2, None), &p, fresh.clone(), 10, Decision::Skip(Reason::LagUnknown)),
+            ("no lag while firing", firing(), obs(2, None), &p, fresh.clone(), 10, LagDecision::Skip(LagReason::LagUnknown)),
             ("up cooldown 60s not over", firing(), obs(3, Some(9000)), &p, recent_up.clone(), 59,
-                Decision::Skip(Reason::Cooldown { direction: Direction::Up, to: 5, remaining: Duration::from_secs(1) })),
+                LagDecision::Skip(LagReason::Cooldown { direction: Direction::Up, to: 5, remaining: Duration::from_secs(1) })),
             ("up cooldown over at 60s", firing(), obs(3, Some(9000)), &p, recent_up.clone(), 60, scale(3, 5, 9)),
             ("down cooldown 300s not over", resolved(), obs(5, None), &p, recent_up.clone(), 299,
-                Decision::Skip(Reason::Cooldown { direction: Direction::Down, to: 3, remaining: Duration::from_secs(1) })),
+                LagDecision::Skip(LagReason::Cooldown { direction: Direction::Down, to: 3, remaining: Duration::from_secs(1) })),
             ("resolved steps down toward min", resolved(), obs(5, None), &p, recent_up.clone(), 300, scale(5, 3, 1)),
             ("resolved keeps what lag needs", resolved(), obs(5, Some(3900)), &p, fresh.clone(), 10,
                 scale(5, 4, 4)),
             ("resolved never scales up", resolved(), obs(2, Some(9000)), &p, fresh.clone(), 10,
-                Decision::Skip(Reason::AtDesired { desired: 2 })),
-            ("resolved at min", resolved(), obs(1, None), &p, fresh.clone(), 10, Decision::Skip(Reason::AtDesired { desired: 1 })),
+                LagDecision::Skip(LagReason::AtDesired { desired: 2 })),
+            ("resolved at min", resolved(), obs(1, None), &p, fresh.clone(), 10, LagDecision::Skip(LagReason::AtDesired { desired: 1 })),
             ("broker trouble holds scale-down", resolved(), trouble.clone(), &p, fresh.clone(), 10,
-                Decision::Skip(Reason::BrokerTrouble { alertname: "KafkaBrokerDown".into() })),
+                LagDecision::Skip(LagReason::BrokerTrouble { alertname: "KafkaBrokerDown".into() })),
             ("broker trouble does not hold scale-up", firing(), Observed { lag: Some(9000), ..trouble.clone() }, &p, fresh.clone(), 10,
                 scale(5, 7, 9)),
             ("replicas above max: not ours", firing(), obs(20, Some(9000)), &p, fresh.clone(), 10,
-                Decision::Skip(Reason::OutOfBounds { replicas: 20 })),
+                LagDecision::Skip(LagReason::OutOfBounds { replicas: 20 })),
             ("replicas 0 below min: not ours", firing(), obs(0, Some(9000)), &p, fresh.clone(), 10,
-                Decision::Skip(Reason::OutOfBounds { replicas: 0 })),
+                LagDecision::Skip(LagReason::OutOfBounds { replicas: 0 })),
             ("partition cap 3", firing(), with_partitions.clone(), &capped, fresh.clone(), 10, scale(2, 3, 3)),
             ("partitions ignored without cap", firing(), with_partitions.clone(), &p, fresh.clone(), 10, scale(2, 4, 9)),
             ("paused", firing(), obs(1, Some(9000)), &p, TargetState { paused: true, ..Default::default() }, 10,
-                Decision::Skip(Reason::Paused)),
+                LagDecision::Skip(LagReason::Paused)),
             ("duplicate delivery", firing(), obs(1, Some(9000)), &p, TargetState { seen_recently: true, ..Default::default() }, 10,
-                Decision::Skip(Reason::Duplicate)),
+                LagDecision::Skip(LagReason::Duplicate)),
             ("re-evaluation is not a duplicate", AlertInput { trigger: Trigger::Reevaluate, ..firing() }, obs(1, Some(9000)), &p,
                 TargetState { seen_recently: true, ..Default::default() }, 10, scale(1, 3, 9)),
         ];
@@ -574,7 +564,7 @@ mod tests {
             if cap { p.partition_cap = Some(PartitionCap::Auto); }
             let o = Observed { replicas, lag, lag_source: LagSource::Prometheus, partitions, broker_trouble: None };
             let a = AlertInput { status, trigger: Trigger::Webhook };
-            if let Decision::Scale { from, to, desired, direction } = decide(&a, &o, &p, &TargetState::default(), t(0)) {
+            if let LagDecision::Scale { from, to, desired, direction } = decide(&a, &o, &p, &TargetState::default(), t(0)) {
                 prop_assert_eq!(from, replicas);
                 prop_assert!(to >= p.min_replicas && to <= p.max_replicas, "to {} outside [{}, {}]", to, p.min_replicas, p.max_replicas);
                 prop_assert!(desired >= p.min_replicas && desired <= p.max_replicas);
@@ -603,7 +593,7 @@ mod tests {
                 let a = AlertInput { status, trigger: if reeval { Trigger::Reevaluate } else { Trigger::Webhook } };
                 let o = Observed { replicas, lag, lag_source: LagSource::Prometheus, partitions: None, broker_trouble: None };
                 let s = TargetState { last_action: last_action.clone(), paused: false, seen_recently: false };
-                if let Decision::Scale { from, to, direction, .. } = decide(&a, &o, &p, &s, t(now)) {
+                if let LagDecision::Scale { from, to, direction, .. } = decide(&a, &o, &p, &s, t(now)) {
                     if let Some((prev, _)) = actions.last() {
                         let cd = match direction { Direction::Up => p.scale_up_cooldown, Direction::Down => p.scale_down_cooldown };
                         prop_assert!(u64::try_from(now - prev).unwrap() >= cd.as_secs(),
@@ -621,7 +611,7 @@ mod tests {
             let o = Observed { replicas, lag: Some(lag), lag_source: LagSource::Prometheus, partitions: None, broker_trouble: None };
             let s = TargetState { paused: true, ..Default::default() };
             let d = decide(&AlertInput { status, trigger: Trigger::Reevaluate }, &o, &p, &s, t(0));
-            prop_assert_eq!(d, Decision::Skip(Reason::Paused));
+            prop_assert_eq!(d, LagDecision::Skip(LagReason::Paused));
         }
     }
 }

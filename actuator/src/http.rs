@@ -246,7 +246,7 @@ async fn post_alerts(api: Arc<Api>, body: Bytes) -> Result<warp::reply::Response
             "alert {} on {}: {} (audited as seq {}); retry later",
             r.fingerprint,
             r.target.as_deref().unwrap_or("-"),
-            r.reason.as_deref().unwrap_or("failed"),
+            r.reason.map_or("failed", |c| c.as_str()),
             r.seq
         ))));
     }

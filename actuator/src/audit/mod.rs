@@ -3,6 +3,7 @@
 mod reader;
 mod writer;
 
+pub use crate::reason::ReasonCode;
 pub use reader::{read_log, DEFAULT_LIMIT, MAX_LIMIT};
 pub use writer::{AuditLog, AuditOptions, Recovered};
 
@@ -112,7 +113,7 @@ pub struct AuditRecord {
     pub action: Action,
     /// Machine-readable reason for skipped and failed (e.g. cooldown, no_policy, kube_forbidden).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<ReasonCode>,
     /// A sentence for operators.
     pub message: String,
     /// The alert's name.
@@ -271,7 +272,7 @@ impl AuditQuery {
             && self
                 .reason
                 .as_ref()
-                .is_none_or(|x| r.reason.as_ref() == Some(x))
+                .is_none_or(|x| r.reason.map(ReasonCode::as_str) == Some(x.as_str()))
             && self
                 .cluster
                 .as_ref()

@@ -18,6 +18,7 @@ use medic_kafka::RequestObserver;
 use crate::broker::policy::{BackendKind, BrokerPolicy};
 use crate::decide::LastAction;
 use crate::policy::DeploymentRef;
+use crate::reason::ReasonCode;
 use cruise_control::CruiseControl;
 use kafka::KafkaBackend;
 use log_only::LogOnly;
@@ -31,9 +32,8 @@ pub struct TargetView {
     /// The Deployment's resourceVersion (precondition of the cooldown claim).
     pub resource_version: String,
     /// The last action recorded in the cooldown annotation, if any.
+    /// (An annotation that does not parse is logged, ignored and overwritten.)
     pub last_action: Option<LastAction>,
-    /// The annotation was there but did not parse (it is then ignored and overwritten).
-    pub annotation_invalid: bool,
 }
 
 /// Another autoscaler whose `spec.scaleTargetRef` is a Deployment: the actuator leaves that
@@ -111,13 +111,13 @@ pub enum KubeError {
 
 impl KubeError {
     /// Stable reason code for the audit log.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ReasonCode {
         match self {
-            KubeError::Conflict { .. } => "kube_conflict",
-            KubeError::Forbidden { .. } => "kube_forbidden",
-            KubeError::NotFound { .. } => "kube_not_found",
-            KubeError::Unavailable { .. } => "kube_unavailable",
-            KubeError::Refused { .. } => "kube_refused",
+            KubeError::Conflict { .. } => ReasonCode::KubeConflict,
+            KubeError::Forbidden { .. } => ReasonCode::KubeForbidden,
+            KubeError::NotFound { .. } => ReasonCode::KubeNotFound,
+            KubeError::Unavailable { .. } => ReasonCode::KubeUnavailable,
+            KubeError::Refused { .. } => ReasonCode::KubeRefused,
         }
     }
 

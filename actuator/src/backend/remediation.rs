@@ -9,6 +9,7 @@ use medic_kafka::KafkaError;
 use crate::broker::planner::{Limits, Plan, PlanKind};
 use crate::broker::policy::BackendKind;
 use crate::broker::ClusterModel;
+use crate::reason::ReasonCode;
 
 /// Errors of a remediation backend.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,11 +27,11 @@ pub enum BackendError {
 
 impl BackendError {
     /// Stable reason code for the audit log.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ReasonCode {
         match self {
-            BackendError::Unsupported(_) => "backend_unsupported",
-            BackendError::Unavailable(_) => "backend_unavailable",
-            BackendError::Refused(_) => "backend_refused",
+            BackendError::Unsupported(_) => ReasonCode::BackendUnsupported,
+            BackendError::Unavailable(_) => ReasonCode::BackendUnavailable,
+            BackendError::Refused(_) => ReasonCode::BackendRefused,
         }
     }
 }

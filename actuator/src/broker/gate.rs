@@ -13,36 +13,15 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::planner::PlanKind;
 use super::policy::BrokerPolicy;
-use crate::decide::{Decision, Trigger};
-
-/// The broker alerts the actuator remediates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum AlertKind {
-    /// `KafkaBrokerOverloaded`.
-    Overloaded,
-    /// `KafkaBrokerDiskPressure`.
-    DiskPressure,
-    /// `KafkaBrokerDown`.
-    Down,
-}
-
-impl AlertKind {
-    /// The kind of an alert name.
-    pub fn from_alertname(name: &str) -> Option<Self> {
-        match name {
-            "KafkaBrokerOverloaded" => Some(AlertKind::Overloaded),
-            "KafkaBrokerDiskPressure" => Some(AlertKind::DiskPressure),
-            "KafkaBrokerDown" => Some(AlertKind::Down),
-            _ => None,
-        }
-    }
-}
+use crate::alert::BrokerAlertKind;
+use crate::decide::Trigger;
+use crate::reason::ReasonCode;
 
 /// The alert, as far as the gates are concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerInput {
     /// Which alert.
-    pub kind: AlertKind,
+    pub kind: BrokerAlertKind,
     /// Webhook or re-evaluation.
     pub trigger: Trigger,
     /// The broker id from the `broker` label.
@@ -153,21 +132,21 @@ pub enum BrokerSkip {
 }
 
 impl BrokerSkip {
-    /// Stable snake_case code for audit records and metric labels.
-    pub fn code(&self) -> &'static str {
+    /// The reason code for audit records and metric labels.
+    pub fn code(&self) -> ReasonCode {
         match self {
-            BrokerSkip::Paused => "paused",
-            BrokerSkip::Duplicate => "duplicate",
-            BrokerSkip::GracePeriod { .. } => "grace_period",
-            BrokerSkip::MassFailure { .. } => "mass_failure",
-            BrokerSkip::Settling { .. } => "settling",
-            BrokerSkip::ClusterSizeUnknown => "cluster_size_unknown",
-            BrokerSkip::RemediationInProgress { .. } => "remediation_in_progress",
-            BrokerSkip::ClusterCooldown { .. } => "cluster_cooldown",
-            BrokerSkip::BrokerCooldown { .. } => "broker_cooldown",
-            BrokerSkip::ReassignmentInProgress { .. } => "reassignment_in_progress",
-            BrokerSkip::BrokerAlive => "broker_alive",
-            BrokerSkip::BrokerNotAlive => "broker_not_alive",
+            BrokerSkip::Paused => ReasonCode::Paused,
+            BrokerSkip::Duplicate => ReasonCode::Duplicate,
+            BrokerSkip::GracePeriod { .. } => ReasonCode::GracePeriod,
+            BrokerSkip::MassFailure { .. } => ReasonCode::MassFailure,
+            BrokerSkip::Settling { .. } => ReasonCode::Settling,
+            BrokerSkip::ClusterSizeUnknown => ReasonCode::ClusterSizeUnknown,
+            BrokerSkip::RemediationInProgress { .. } => ReasonCode::RemediationInProgress,
+            BrokerSkip::ClusterCooldown { .. } => ReasonCode::ClusterCooldown,
+            BrokerSkip::BrokerCooldown { .. } => ReasonCode::BrokerCooldown,
+            BrokerSkip::ReassignmentInProgress { .. } => ReasonCode::ReassignmentInProgress,
+            BrokerSkip::BrokerAlive => ReasonCode::BrokerAlive,
+            BrokerSkip::BrokerNotAlive => ReasonCode::BrokerNotAlive,
         }
     }
 
@@ -215,6 +194,20 @@ impl BrokerSkip {
     }
 }
 
+/// The outcome of [`decide_broker`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerDecision {
+    /// Move leadership or replicas off the broker (the backend and the planner say how).
+    Reassign {
+        /// The broker in trouble.
+        broker: i32,
+        /// What to do.
+        kind: PlanKind,
+    },
+    /// Do nothing (now), and say why.
+    Skip(BrokerSkip),
+}
+
 /// More than `share` of `brokers` alerting, and at least two: one broker alone is never a mass
 /// failure, so a three-broker cluster can still heal one.
 pub fn is_mass_failure(alerting: usize, brokers: usize, share: f64) -> bool {
@@ -246,7 +239,7 @@ pub fn precheck(
     if input.trigger == Trigger::Webhook && input.seen_recently {
         return Some(BrokerSkip::Duplicate);
     }
-    if input.kind == AlertKind::Down {
+    if input.kind == BrokerAlertKind::Down {
         if let Some(left) = remaining(input.starts_at, policy.down_grace, now) {
             return Some(BrokerSkip::GracePeriod { remaining: left });
         }
@@ -276,8 +269,8 @@ pub fn precheck(
         let continuation = last.episode == input.starts_at
             && matches!(
                 (input.kind, last.kind),
-                (AlertKind::DiskPressure, PlanKind::MoveReplicas)
-                    | (AlertKind::Down, PlanKind::ReplaceReplicas)
+                (BrokerAlertKind::DiskPressure, PlanKind::MoveReplicas)
+                    | (BrokerAlertKind::Down, PlanKind::ReplaceReplicas)
             );
         if !continuation {
             if let Some(left) = remaining(last.at, policy.broker_cooldown, now) {
@@ -299,8 +292,8 @@ pub fn decide_broker(
     policy: &BrokerPolicy,
     state: &ClusterState,
     now: Timestamp,
-) -> Decision {
-    let skip = |s: BrokerSkip| Decision::Skip(crate::decide::Reason::Broker(s));
+) -> BrokerDecision {
+    let skip = BrokerDecision::Skip;
     if let Some(s) = precheck(input, policy, state, now) {
         return skip(s);
     }
@@ -324,16 +317,16 @@ pub fn decide_broker(
         });
     }
     match (input.kind, observed.alive) {
-        (AlertKind::Down, Some(true)) => return skip(BrokerSkip::BrokerAlive),
-        (AlertKind::Overloaded | AlertKind::DiskPressure, Some(false)) => {
+        (BrokerAlertKind::Down, Some(true)) => return skip(BrokerSkip::BrokerAlive),
+        (BrokerAlertKind::Overloaded | BrokerAlertKind::DiskPressure, Some(false)) => {
             return skip(BrokerSkip::BrokerNotAlive)
         }
         _ => {}
     }
     let kind = match input.kind {
-        AlertKind::Down => PlanKind::ReplaceReplicas,
-        AlertKind::DiskPressure => PlanKind::MoveReplicas,
-        AlertKind::Overloaded => {
+        BrokerAlertKind::Down => PlanKind::ReplaceReplicas,
+        BrokerAlertKind::DiskPressure => PlanKind::MoveReplicas,
+        BrokerAlertKind::Overloaded => {
             let acted_this_episode = state
                 .last_broker
                 .as_ref()
@@ -345,7 +338,7 @@ pub fn decide_broker(
             }
         }
     };
-    Decision::Reassign {
+    BrokerDecision::Reassign {
         broker: input.broker,
         kind,
     }
@@ -355,7 +348,6 @@ pub fn decide_broker(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::decide::Reason;
 
     fn policy() -> BrokerPolicy {
         serde_yaml::from_str("cluster: prod\nbackend: log-only\nexpected_brokers: 10\n").unwrap()
@@ -365,7 +357,7 @@ mod tests {
         Timestamp::from_second(1_800_000_000 + secs).unwrap()
     }
 
-    fn input(kind: AlertKind, starts: i64) -> BrokerInput {
+    fn input(kind: BrokerAlertKind, starts: i64) -> BrokerInput {
         BrokerInput {
             kind,
             trigger: Trigger::Webhook,
@@ -385,17 +377,17 @@ mod tests {
         }
     }
 
-    fn skip(s: BrokerSkip) -> Decision {
-        Decision::Skip(Reason::Broker(s))
+    fn skip(s: BrokerSkip) -> BrokerDecision {
+        BrokerDecision::Skip(s)
     }
 
-    fn act(kind: PlanKind) -> Decision {
-        Decision::Reassign { broker: 3, kind }
+    fn act(kind: PlanKind) -> BrokerDecision {
+        BrokerDecision::Reassign { broker: 3, kind }
     }
 
     #[test]
     fn gate_table() {
-        use AlertKind::*;
+        use BrokerAlertKind::*;
         let p = policy();
         let calm = ClusterState {
             alerting_brokers: 1,
@@ -417,7 +409,7 @@ mod tests {
             c
         };
         #[rustfmt::skip]
-        let cases: Vec<(&str, BrokerInput, BrokerObserved, ClusterState, i64, Decision)> = vec![
+        let cases: Vec<(&str, BrokerInput, BrokerObserved, ClusterState, i64, BrokerDecision)> = vec![
             ("overloaded: leadership first", input(Overloaded, 0), seen.clone(), calm.clone(), 10, act(PlanKind::MoveLeadership)),
             ("overloaded, leads nothing: replicas", input(Overloaded, 0), BrokerObserved { leadership: Some(0), ..seen.clone() }, calm.clone(), 10, act(PlanKind::MoveReplicas)),
             ("overloaded after a leadership move and its cooldown: replicas", input(Overloaded, 0), seen.clone(),
@@ -476,7 +468,7 @@ mod tests {
         let mut p = policy();
         p.expected_brokers = None;
         let d = decide_broker(
-            &input(AlertKind::Overloaded, 0),
+            &input(BrokerAlertKind::Overloaded, 0),
             &BrokerObserved::default(),
             &p,
             &ClusterState::default(),

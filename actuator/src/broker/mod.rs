@@ -1,6 +1,7 @@
 //! Broker remediation: the pure parts. The cluster model, the planner that turns one broker's
 //! trouble into partition changes, and the checker that every plan passes before it is sent.
 
+pub mod action;
 pub mod gate;
 pub mod model;
 pub mod planner;

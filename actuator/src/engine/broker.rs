@@ -12,16 +12,18 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use super::{elapsed_within, AlertResult, Clock, EngineError, Recorder};
-use crate::alert::{AlertStatus, BrokerAlert};
+use crate::alert::{AlertStatus, BrokerAlert, BrokerAlertKind, UnlabelledBrokerAlert};
 use crate::audit::{Action, AuditRecord, Outcome, Phase, Recovered};
 use crate::backend::remediation::{RemediationBackend, Request};
-use crate::broker::gate::{
-    decide_broker, precheck, AlertKind, BrokerInput, BrokerObserved, ClusterState, LastBrokerAction,
+use crate::broker::action::{
+    cluster_size, needs_sizes, plan_action, precheck_alert, ActionSkip, BrokerAction, ClusterLook,
+    RuntimeSnapshot,
 };
-use crate::broker::planner::{plan_leadership, plan_moves, PlanKind};
+use crate::broker::gate::LastBrokerAction;
+use crate::broker::planner::PlanKind;
 use crate::broker::policy::{BackendKind, BrokerPolicy};
-use crate::broker::{verify, ClusterModel};
-use crate::decide::{Decision, Reason, Trigger};
+use crate::decide::Trigger;
+use crate::reason::ReasonCode;
 use crate::telemetry;
 
 /// The audit action of a plan kind.
@@ -124,21 +126,29 @@ impl ClusterRuntime {
         }
     }
 
-    /// Distinct brokers with a firing alert.
-    pub(super) fn alerting(&self) -> BTreeSet<i32> {
+    /// Firing broker alerts: (broker, kind).
+    fn firing(&self) -> Vec<(i32, BrokerAlertKind)> {
         self.tracked
             .values()
             .filter(|t| t.alert.status == AlertStatus::Firing)
-            .filter_map(|t| t.alert.broker.as_deref()?.parse().ok())
+            .map(|t| (t.alert.broker, t.alert.kind))
+            .collect()
+    }
+
+    /// Distinct brokers with a firing alert.
+    pub(super) fn alerting(&self) -> BTreeSet<i32> {
+        self.firing()
+            .into_iter()
+            .map(|(broker, _)| broker)
             .collect()
     }
 }
 
 /// One cluster with broker remediation.
-pub(super) struct ClusterCtl {
+pub(super) struct ManagedCluster {
     pub(super) policy: BrokerPolicy,
     pub(super) backend: Arc<dyn RemediationBackend>,
-    pub(super) rt: Mutex<ClusterRuntime>,
+    pub(super) runtime: Mutex<ClusterRuntime>,
 }
 
 /// Settings shared with the lag side.
@@ -151,24 +161,41 @@ pub(super) struct BrokerSettings {
 
 /// Broker remediation for every cluster with a `brokers:` policy.
 pub(super) struct BrokerEngine {
-    pub(super) rec: Arc<Recorder>,
+    pub(super) recorder: Arc<Recorder>,
     pub(super) clock: Clock,
     pub(super) settings: BrokerSettings,
     pub(super) paused: Arc<AtomicBool>,
-    pub(super) clusters: BTreeMap<String, Arc<ClusterCtl>>,
+    pub(super) clusters: BTreeMap<String, Arc<ManagedCluster>>,
 }
 
-fn code_of(rec: &AuditRecord) -> String {
+/// What a re-evaluation compares to decide whether a skip is worth a new record.
+fn code_of(record: &AuditRecord) -> String {
     format!(
         "{}:{}",
-        rec.outcome.as_str(),
-        rec.reason.clone().unwrap_or_default()
+        record.outcome.as_str(),
+        record.reason.map(ReasonCode::as_str).unwrap_or_default()
     )
+}
+
+/// The labels of a broker alert that go into its audit records.
+struct AlertLabels<'a> {
+    kind: BrokerAlertKind,
+    status: AlertStatus,
+    fingerprint: &'a str,
+    starts_at: Timestamp,
+    broker: Option<String>,
+    path: Option<&'a str>,
+}
+
+fn skipped(mut record: AuditRecord, code: ReasonCode, message: String) -> AuditRecord {
+    record.reason = Some(code);
+    record.message = message;
+    record
 }
 
 impl BrokerEngine {
     pub(super) fn new(
-        rec: Arc<Recorder>,
+        recorder: Arc<Recorder>,
         clock: Clock,
         settings: BrokerSettings,
         paused: Arc<AtomicBool>,
@@ -177,14 +204,14 @@ impl BrokerEngine {
         recovered: &Recovered,
     ) -> Self {
         let mut clusters = BTreeMap::new();
-        for p in policies {
-            let Some(backend) = backends.get(&p.cluster) else {
+        for policy in policies {
+            let Some(backend) = backends.get(&policy.cluster) else {
                 continue;
             };
-            let mut rt = ClusterRuntime::default();
+            let mut runtime = ClusterRuntime::default();
             // Replay: last actions per broker and cluster (intervals survive a restart).
             for r in &recovered.records {
-                if r.cluster.as_deref() != Some(p.cluster.as_str()) {
+                if r.cluster.as_deref() != Some(policy.cluster.as_str()) {
                     continue;
                 }
                 let (Some(kind), Some(broker)) = (
@@ -204,7 +231,7 @@ impl BrokerEngine {
                         .as_deref()
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(r.ts);
-                    rt.remember_action(LastBrokerAction {
+                    runtime.remember_action(LastBrokerAction {
                         at: r.ts,
                         broker,
                         kind,
@@ -212,29 +239,30 @@ impl BrokerEngine {
                     });
                 }
             }
-            rec.telemetry
-                .gauge(telemetry::MASS_FAILURE, &[("cluster", p.cluster.clone())])
+            let labels = [("cluster", policy.cluster.clone())];
+            recorder
+                .telemetry
+                .gauge(telemetry::MASS_FAILURE, &labels)
                 .set(0.0);
-            rec.telemetry
-                .gauge(
-                    telemetry::REMEDIATION_RUNNING,
-                    &[("cluster", p.cluster.clone())],
-                )
+            recorder
+                .telemetry
+                .gauge(telemetry::REMEDIATION_RUNNING, &labels)
                 .set(0.0);
             clusters.insert(
-                p.cluster.clone(),
-                Arc::new(ClusterCtl {
-                    policy: p.clone(),
+                policy.cluster.clone(),
+                Arc::new(ManagedCluster {
+                    policy: policy.clone(),
                     backend: backend.clone(),
-                    rt: Mutex::new(rt),
+                    runtime: Mutex::new(runtime),
                 }),
             );
         }
-        rec.telemetry
+        recorder
+            .telemetry
             .gauge(telemetry::BROKER_POLICIES, &[])
             .set(clusters.len() as f64);
         Self {
-            rec,
+            recorder,
             clock,
             settings,
             paused,
@@ -247,27 +275,30 @@ impl BrokerEngine {
     }
 
     /// The effective dry run of a cluster: global, the cluster's, or the log-only backend.
-    pub(super) fn dry_run(&self, ctl: &ClusterCtl) -> bool {
-        self.settings.dry_run || ctl.policy.dry_run || ctl.backend.kind() == BackendKind::LogOnly
+    pub(super) fn dry_run(&self, cluster: &ManagedCluster) -> bool {
+        self.settings.dry_run
+            || cluster.policy.dry_run
+            || cluster.backend.kind() == BackendKind::LogOnly
     }
 
-    pub(super) fn base(
+    /// A skipped record of a broker alert, with its labels.
+    fn record_for(
         &self,
-        ctl: &ClusterCtl,
-        alert: &BrokerAlert,
+        cluster: &ManagedCluster,
+        labels: AlertLabels<'_>,
         trigger: Trigger,
         now: Timestamp,
     ) -> AuditRecord {
         AuditRecord {
-            alertname: Some(alert.alertname.clone()),
-            alert_status: Some(alert.status),
-            fingerprint: Some(alert.fingerprint.clone()),
-            starts_at: Some(alert.starts_at.clone()),
-            cluster: Some(alert.cluster.clone()),
-            broker: alert.broker.clone(),
-            path: alert.path.clone(),
-            backend: Some(ctl.backend.kind().as_str().into()),
-            dry_run: self.dry_run(ctl),
+            alertname: Some(labels.kind.alertname().into()),
+            alert_status: Some(labels.status),
+            fingerprint: Some(labels.fingerprint.into()),
+            starts_at: Some(labels.starts_at.to_string()),
+            cluster: Some(cluster.policy.cluster.clone()),
+            broker: labels.broker,
+            path: labels.path.map(Into::into),
+            backend: Some(cluster.backend.kind().as_str().into()),
+            dry_run: self.dry_run(cluster),
             ..AuditRecord::new(
                 now,
                 &self.settings.instance,
@@ -278,21 +309,84 @@ impl BrokerEngine {
         }
     }
 
+    pub(super) fn base(
+        &self,
+        cluster: &ManagedCluster,
+        alert: &BrokerAlert,
+        trigger: Trigger,
+        now: Timestamp,
+    ) -> AuditRecord {
+        let labels = AlertLabels {
+            kind: alert.kind,
+            status: alert.status,
+            fingerprint: &alert.fingerprint,
+            starts_at: alert.starts_at,
+            broker: Some(alert.broker.to_string()),
+            path: alert.path.as_deref(),
+        };
+        self.record_for(cluster, labels, trigger, now)
+    }
+
+    /// A broker alert whose `broker` label is missing or not a broker id: audited as
+    /// `bad_broker_label` on a cluster with a broker policy (`None` elsewhere), never acted on.
+    pub(super) async fn unlabelled(
+        &self,
+        alert: &UnlabelledBrokerAlert,
+    ) -> Result<Option<AlertResult>, EngineError> {
+        let Some(cluster) = self.clusters.get(&alert.cluster) else {
+            return Ok(None);
+        };
+        let labels = AlertLabels {
+            kind: alert.kind,
+            status: alert.status,
+            fingerprint: &alert.fingerprint,
+            starts_at: alert.starts_at,
+            broker: alert.label.clone(),
+            path: alert.path.as_deref(),
+        };
+        let record = skipped(
+            self.record_for(cluster, labels, Trigger::Webhook, self.now()),
+            ReasonCode::BadBrokerLabel,
+            format!(
+                "the alert's broker label {:?} is not a Kafka broker id",
+                alert.label
+            ),
+        );
+        let seq = self.recorder.write(record).await?;
+        Ok(Some(AlertResult {
+            fingerprint: alert.fingerprint.clone(),
+            target: None,
+            outcome: Outcome::Skipped,
+            action: Action::None,
+            reason: Some(ReasonCode::BadBrokerLabel),
+            seq,
+            retryable: false,
+            cluster: Some(alert.cluster.clone()),
+            broker: alert.label.clone(),
+        }))
+    }
+
     /// Handle the broker alerts of one webhook: every firing one is tracked first, so alerts
     /// that arrive together (a mass failure) are counted together; then each is decided.
     pub(super) async fn handle_all(
         self: &Arc<Self>,
         alerts: &[&BrokerAlert],
+        unlabelled: &[&UnlabelledBrokerAlert],
     ) -> Result<Vec<AlertResult>, EngineError> {
         let now = self.now();
-        for a in alerts.iter().filter(|a| a.status == AlertStatus::Firing) {
-            if let Some(ctl) = self.clusters.get(&a.cluster) {
-                ctl.rt.lock().await.track(a, now);
+        for alert in alerts.iter().filter(|a| a.status == AlertStatus::Firing) {
+            if let Some(cluster) = self.clusters.get(&alert.cluster) {
+                cluster.runtime.lock().await.track(alert, now);
             }
         }
         let mut out = Vec::new();
-        for a in alerts {
-            if let Some(r) = self.handle(a).await? {
+        for alert in alerts {
+            if let Some(r) = self.handle(alert).await? {
+                out.push(r);
+            }
+        }
+        for alert in unlabelled {
+            if let Some(r) = self.unlabelled(alert).await? {
                 out.push(r);
             }
         }
@@ -305,64 +399,77 @@ impl BrokerEngine {
         self: &Arc<Self>,
         alert: &BrokerAlert,
     ) -> Result<Option<AlertResult>, EngineError> {
-        let Some(ctl) = self.clusters.get(&alert.cluster).cloned() else {
+        let Some(cluster) = self.clusters.get(&alert.cluster).cloned() else {
             return Ok(None);
         };
-        let mut rt = ctl.rt.lock().await;
+        let mut runtime = cluster.runtime.lock().await;
         let now = self.now();
         let window = self.settings.dedupe_window;
-        rt.seen.retain(|_, at| elapsed_within(*at, now, window));
+        runtime
+            .seen
+            .retain(|_, at| elapsed_within(*at, now, window));
         let key = alert.delivery_key();
-        let seen_recently = rt.seen.contains_key(&key);
-        let rec = match alert.status {
+        let seen_recently = runtime.seen.contains_key(&key);
+        let record = match alert.status {
             AlertStatus::Firing => {
-                rt.track(alert, now);
-                self.evaluate(&ctl, &mut rt, alert, Trigger::Webhook, seen_recently, now)
-                    .await
+                runtime.track(alert, now);
+                self.evaluate(
+                    &cluster,
+                    &mut runtime,
+                    alert,
+                    Trigger::Webhook,
+                    seen_recently,
+                    now,
+                )
+                .await
             }
-            AlertStatus::Resolved => self.resolved(&ctl, &mut rt, alert, seen_recently, now),
+            AlertStatus::Resolved => {
+                self.resolved(&cluster, &mut runtime, alert, seen_recently, now)
+            }
         };
-        let code = code_of(&rec);
+        let code = code_of(&record);
         let result = AlertResult {
             fingerprint: alert.fingerprint.clone(),
             target: None,
-            outcome: rec.outcome,
-            action: rec.action,
-            reason: rec.reason.clone(),
+            outcome: record.outcome,
+            action: record.action,
+            reason: record.reason,
             seq: 0,
             retryable: false,
             cluster: Some(alert.cluster.clone()),
-            broker: alert.broker.clone(),
+            broker: Some(alert.broker.to_string()),
         };
-        let failed = rec.outcome == Outcome::Failed;
-        let seq = self.rec.write(rec).await?;
+        let failed = record.outcome == Outcome::Failed;
+        let seq = self.recorder.write(record).await?;
         if !failed {
-            super::cap_oldest(&mut rt.seen, super::MAX_SEEN - 1, |at: &Timestamp| *at);
-            rt.seen.insert(key, now);
+            super::cap_oldest(&mut runtime.seen, super::MAX_SEEN - 1, |at: &Timestamp| *at);
+            runtime.seen.insert(key, now);
         }
         if alert.status == AlertStatus::Firing {
-            rt.last_code.insert(alert.fingerprint.clone(), code);
+            runtime.last_code.insert(alert.fingerprint.clone(), code);
         }
-        self.gauges(&ctl, &rt);
+        self.gauges(&cluster, &runtime);
         Ok(Some(AlertResult { seq, ..result }))
     }
 
     fn resolved(
         &self,
-        ctl: &ClusterCtl,
-        rt: &mut ClusterRuntime,
+        cluster: &ManagedCluster,
+        runtime: &mut ClusterRuntime,
         alert: &BrokerAlert,
         seen_recently: bool,
         now: Timestamp,
     ) -> AuditRecord {
-        let mut rec = self.base(ctl, alert, Trigger::Webhook, now);
-        let was_tracked = rt.tracked.remove(&alert.fingerprint).is_some();
-        rt.last_code.remove(&alert.fingerprint);
-        let broker: Option<i32> = alert.broker.as_deref().and_then(|b| b.parse().ok());
-        let (reason, message) = match &rt.running {
-            _ if seen_recently => ("duplicate", "this alert delivery was already handled".to_string()),
-            Some(r) if Some(r.broker) == broker => (
-                "alert_resolved",
+        let record = self.base(cluster, alert, Trigger::Webhook, now);
+        let was_tracked = runtime.tracked.remove(&alert.fingerprint).is_some();
+        runtime.last_code.remove(&alert.fingerprint);
+        let (reason, message) = match &runtime.running {
+            _ if seen_recently => (
+                ReasonCode::Duplicate,
+                "this alert delivery was already handled".to_string(),
+            ),
+            Some(r) if r.broker == alert.broker => (
+                ReasonCode::AlertResolved,
                 format!(
                     "resolved while {} on broker {} runs (task {}); a started action is not stopped, it ends by itself",
                     r.kind.as_str(),
@@ -371,161 +478,108 @@ impl BrokerEngine {
                 ),
             ),
             _ if was_tracked => (
-                "cancelled",
+                ReasonCode::Cancelled,
                 "resolved: any action still pending for this alert (grace period, cooldown, pause, a running action elsewhere) is cancelled".to_string(),
             ),
-            _ => ("alert_resolved", "resolved; nothing was pending".to_string()),
+            _ => (
+                ReasonCode::AlertResolved,
+                "resolved; nothing was pending".to_string(),
+            ),
         };
-        rec.reason = Some(reason.into());
-        rec.message = message;
-        rec
+        skipped(record, reason, message)
+    }
+
+    /// What the engine knows about `alert`'s cluster, for the pure decision.
+    fn snapshot(
+        &self,
+        runtime: &ClusterRuntime,
+        alert: &BrokerAlert,
+        seen_recently: bool,
+        now: Timestamp,
+    ) -> RuntimeSnapshot {
+        RuntimeSnapshot {
+            paused: self.paused.load(Ordering::SeqCst),
+            running: runtime.running.as_ref().map(|r| (r.broker, r.kind)),
+            last_cluster: runtime.last_cluster.clone(),
+            last_by_broker: runtime.last_by_broker.clone(),
+            firing: runtime.firing(),
+            known_brokers: runtime.known_brokers,
+            first_seen: runtime
+                .tracked
+                .get(&alert.fingerprint)
+                .map(|t| t.first_seen)
+                .unwrap_or(now),
+            seen_recently,
+        }
     }
 
     /// Run the gates and, if they pass, plan and start. Returns the record to write.
     pub(super) async fn evaluate(
         self: &Arc<Self>,
-        ctl: &Arc<ClusterCtl>,
-        rt: &mut ClusterRuntime,
+        cluster: &Arc<ManagedCluster>,
+        runtime: &mut ClusterRuntime,
         alert: &BrokerAlert,
         trigger: Trigger,
         seen_recently: bool,
         now: Timestamp,
     ) -> AuditRecord {
-        let mut rec = self.base(ctl, alert, trigger, now);
-        let skip = |mut rec: AuditRecord, code: &str, message: String| {
-            rec.reason = Some(code.into());
-            rec.message = message;
-            rec
-        };
-        let Some(broker) = alert.broker.as_deref().and_then(|b| b.parse::<i32>().ok()) else {
-            return skip(
-                rec,
-                "bad_broker_label",
-                format!(
-                    "the alert's broker label {:?} is not a Kafka broker id",
-                    alert.broker
-                ),
-            );
-        };
-        let (Some(kind), Ok(starts_at)) = (
-            AlertKind::from_alertname(&alert.alertname),
-            alert.starts_at.parse::<Timestamp>(),
-        ) else {
-            return skip(rec, "internal", "not a broker alert".into());
-        };
-        let policy = &ctl.policy;
-        let alerting = rt.alerting();
-        let known = match (
-            policy.expected_brokers.map(|n| n as usize),
-            rt.known_brokers,
-        ) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        self.mass_gauge(ctl, alerting.len(), known);
-        let first_seen = rt
-            .tracked
-            .get(&alert.fingerprint)
-            .map(|t| t.first_seen)
-            .unwrap_or(now);
-        let input = BrokerInput {
-            kind,
-            trigger,
-            broker,
-            starts_at,
-            seen_recently,
-            first_seen,
-        };
-        let mut state = ClusterState {
-            paused: self.paused.load(Ordering::SeqCst),
-            running: rt.running.as_ref().map(|r| (r.broker, r.kind)),
-            last_cluster: rt.last_cluster.clone(),
-            last_broker: rt.last_by_broker.get(&broker).cloned(),
-            alerting_brokers: alerting.len(),
-            known_brokers: known,
-        };
-        if let Some(s) = precheck(&input, policy, &state, now) {
-            return skip(rec, s.code(), s.message());
+        let mut record = self.base(cluster, alert, trigger, now);
+        let policy = &cluster.policy;
+        let snapshot = self.snapshot(runtime, alert, seen_recently, now);
+        let alerting = snapshot.alerting().len();
+        self.mass_gauge(
+            cluster,
+            alerting,
+            cluster_size(policy, snapshot.known_brokers),
+        );
+        if let Some(s) = precheck_alert(policy, &snapshot, alert, trigger, now) {
+            return skipped(record, s.code(), s.message());
         }
-        let sizes = kind != AlertKind::Overloaded
-            || state
-                .last_broker
-                .as_ref()
-                .is_some_and(|l| l.episode == starts_at);
-        let obs = match ctl.backend.observe(sizes).await {
-            Ok(o) => o,
+        let look = match cluster.backend.observe(needs_sizes(&snapshot, alert)).await {
+            Ok(o) => ClusterLook {
+                model: o.model,
+                in_progress: o.in_progress,
+                brokers: o.brokers,
+            },
             Err(e) => {
-                rec.outcome = Outcome::Failed;
-                return skip(
-                    rec,
+                record.outcome = Outcome::Failed;
+                return skipped(
+                    record,
                     e.code(),
                     format!("cannot read the cluster's state, so nothing starts: {e}"),
                 );
             }
         };
-        rt.known_brokers = obs.brokers.or(rt.known_brokers);
-        state.known_brokers = None;
-        let mut model = obs.model;
-        if let Some(m) = model.as_mut() {
-            mark_flags(m, rt);
-        }
-        let observed = BrokerObserved {
-            brokers: obs.brokers,
-            in_progress: obs.in_progress,
-            alive: model.as_ref().map(|m| m.alive(broker)),
-            leadership: model.as_ref().map(|m| m.leadership_of(broker)),
-        };
-        let known = match (policy.expected_brokers.map(|n| n as usize), obs.brokers) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        self.mass_gauge(ctl, alerting.len(), known);
-        let kind = match decide_broker(&input, &observed, policy, &state, now) {
-            Decision::Reassign { kind, .. } => kind,
-            Decision::Skip(r) => return skip(rec, r.code(), r.message_broker()),
-            Decision::Scale { .. } => return skip(rec, "internal", "unexpected scale".into()),
-        };
-        rec.action = action_of(kind);
-        let limits = policy.limits();
-        let plan = model.as_ref().map(|m| match kind {
-            PlanKind::MoveLeadership => plan_leadership(m, broker, &limits),
-            _ => plan_moves(
-                m,
-                broker,
-                (kind == PlanKind::MoveReplicas && input.kind == AlertKind::DiskPressure)
-                    .then_some(alert.path.as_deref())
-                    .flatten(),
-                &limits,
-            ),
-        });
-        if let (Some(plan), Some(m)) = (&plan, &model) {
-            rec.plan = serde_json::to_value(plan).ok();
-            rec.replica_moves = u32::try_from(plan.replica_moves()).ok();
-            rec.leader_moves = u32::try_from(plan.leader_moves()).ok();
-            if let Err(e) = verify(m, plan, &limits) {
-                rec.outcome = Outcome::Failed;
-                return skip(
-                    rec,
-                    "plan_invalid",
-                    format!("the plan broke a safety rule and was not sent: {e}"),
-                );
+        runtime.known_brokers = look.brokers.or(runtime.known_brokers);
+        self.mass_gauge(cluster, alerting, cluster_size(policy, look.brokers));
+        let broker = alert.broker;
+        let planned = match plan_action(policy, &snapshot, alert, trigger, look, now) {
+            BrokerAction::Start(p) => p,
+            BrokerAction::Skip(skip) => {
+                if let ActionSkip::PlanInvalid { kind, plan, .. }
+                | ActionSkip::NothingToMove { kind, plan } = &skip
+                {
+                    record.plan = serde_json::to_value(plan).ok();
+                    record.replica_moves = u32::try_from(plan.replica_moves()).ok();
+                    record.leader_moves = u32::try_from(plan.leader_moves()).ok();
+                    if matches!(skip, ActionSkip::PlanInvalid { .. }) {
+                        record.action = action_of(*kind);
+                        record.outcome = Outcome::Failed;
+                    }
+                }
+                return skipped(record, skip.code(), skip.message(broker));
             }
-            if plan.changes.is_empty() {
-                rec.action = Action::None;
-                return skip(
-                    rec,
-                    "nothing_to_move",
-                    format!(
-                        "{} on broker {broker}: nothing to do: {}",
-                        kind.as_str(),
-                        plan.summary()
-                    ),
-                );
-            }
+        };
+        let kind = planned.kind;
+        record.action = action_of(kind);
+        if let Some(plan) = &planned.plan {
+            record.plan = serde_json::to_value(plan).ok();
+            record.replica_moves = u32::try_from(plan.replica_moves()).ok();
+            record.leader_moves = u32::try_from(plan.leader_moves()).ok();
         }
-        let what = match &plan {
+        let what = match &planned.plan {
             Some(p) => p.summary(),
-            None if ctl.backend.kind() == BackendKind::CruiseControl => {
+            None if cluster.backend.kind() == BackendKind::CruiseControl => {
                 format!("broker {broker} (Cruise Control plans the moves)")
             }
             None => format!("broker {broker} (no partition plan without a kafka connection)"),
@@ -534,78 +588,78 @@ impl BrokerEngine {
             at: now,
             broker,
             kind,
-            episode: starts_at,
+            episode: alert.starts_at,
         };
-        if self.dry_run(ctl) {
-            rec.outcome = Outcome::DryRun;
-            rec.phase = Some(Phase::Started);
-            rec.message = format!(
+        if self.dry_run(cluster) {
+            record.outcome = Outcome::DryRun;
+            record.phase = Some(Phase::Started);
+            record.message = format!(
                 "dry run ({}): would {}: {what}",
-                ctl.backend.kind().as_str(),
+                cluster.backend.kind().as_str(),
                 kind.as_str()
             );
-            rt.remember_action(last);
-            return rec;
+            runtime.remember_action(last);
+            return record;
         }
-        if !self.rec.audit.healthy() {
-            rec.outcome = Outcome::Failed;
-            return skip(
-                rec,
-                "audit_unhealthy",
+        if !self.recorder.audit.healthy() {
+            record.outcome = Outcome::Failed;
+            return skipped(
+                record,
+                ReasonCode::AuditUnhealthy,
                 format!(
                     "not starting {}: the last audit write failed",
                     kind.as_str()
                 ),
             );
         }
-        let exclude: Vec<i32> = alerting.iter().copied().filter(|b| *b != broker).collect();
-        let req = Request {
+        let request = Request {
             kind,
             broker,
-            plan,
-            exclude,
+            plan: planned.plan,
+            exclude: planned.exclude,
             reason: format!(
                 "medic-actuator: {} broker {broker} ({})",
-                alert.alertname, alert.cluster
+                alert.kind.alertname(),
+                alert.cluster
             ),
-            limits,
+            limits: planned.limits,
             throttle: policy.throttle_bytes_per_second,
         };
-        match ctl.backend.start(&req).await {
+        match cluster.backend.start(&request).await {
             Err(e) => {
                 // A failed start consumes the cluster interval, so a broken backend is not
                 // hammered every re-evaluation.
-                rt.last_cluster = Some(last);
-                rec.outcome = Outcome::Failed;
-                skip(
-                    rec,
+                runtime.last_cluster = Some(last);
+                record.outcome = Outcome::Failed;
+                skipped(
+                    record,
                     e.code(),
                     format!("{} on broker {broker} was not started: {e}", kind.as_str()),
                 )
             }
             Ok(started) => {
-                rec.phase = Some(Phase::Started);
-                rec.task_id = Some(started.task_id.clone());
+                record.phase = Some(Phase::Started);
+                record.task_id = Some(started.task_id.clone());
                 if let Some(summary) = started.summary {
-                    rec.plan = Some(summary);
+                    record.plan = Some(summary);
                 }
                 let note = started.note.map(|n| format!(" ({n})")).unwrap_or_default();
                 if started.proposal_only {
-                    rec.outcome = Outcome::DryRun;
-                    rec.dry_run = true;
-                    rec.message = format!(
+                    record.outcome = Outcome::DryRun;
+                    record.dry_run = true;
+                    record.message = format!(
                         "{} computed a proposal only (its dry run) for {}: {what}{note}",
-                        ctl.backend.kind().as_str(),
+                        cluster.backend.kind().as_str(),
                         kind.as_str()
                     );
-                    rt.remember_action(last);
-                    return rec;
+                    runtime.remember_action(last);
+                    return record;
                 }
-                rec.outcome = Outcome::Applied;
-                rec.message = format!(
+                record.outcome = Outcome::Applied;
+                record.message = format!(
                     "started {} via {} (task {}): {what}{note}",
                     kind.as_str(),
-                    ctl.backend.kind().as_str(),
+                    cluster.backend.kind().as_str(),
                     started.task_id
                 );
                 tracing::info!(cluster = %alert.cluster, broker, action = kind.as_str(), task = %started.task_id, "broker remediation started");
@@ -614,11 +668,14 @@ impl BrokerEngine {
                     kind,
                     task_id: started.task_id,
                     started: now,
-                    episode: starts_at,
+                    episode: alert.starts_at,
                 };
-                rt.running = Some(running.clone());
-                tokio::spawn(self.clone().execute(ctl.clone(), running, alert.clone()));
-                rec
+                runtime.running = Some(running.clone());
+                tokio::spawn(
+                    self.clone()
+                        .execute(cluster.clone(), running, alert.clone()),
+                );
+                record
             }
         }
     }
@@ -628,14 +685,15 @@ impl BrokerEngine {
     /// their reason changes.
     pub(super) async fn reevaluate(self: &Arc<Self>) -> Result<usize, EngineError> {
         let mut acted = 0;
-        for ctl in self.clusters.values() {
-            let mut rt = ctl.rt.lock().await;
+        for cluster in self.clusters.values() {
+            let mut runtime = cluster.runtime.lock().await;
             let now = self.now();
             let ttl = self.settings.alert_ttl;
-            rt.tracked
+            runtime
+                .tracked
                 .retain(|_, t| elapsed_within(t.last_seen, now, ttl));
-            rt.forget_codes();
-            let mut alerts: Vec<BrokerAlert> = rt
+            runtime.forget_codes();
+            let mut alerts: Vec<BrokerAlert> = runtime
                 .tracked
                 .values()
                 .filter(|t| t.alert.status == AlertStatus::Firing)
@@ -645,60 +703,29 @@ impl BrokerEngine {
                 (&a.starts_at, &a.fingerprint).cmp(&(&b.starts_at, &b.fingerprint))
             });
             for alert in alerts {
-                let rec = self
-                    .evaluate(ctl, &mut rt, &alert, Trigger::Reevaluate, false, now)
+                let record = self
+                    .evaluate(
+                        cluster,
+                        &mut runtime,
+                        &alert,
+                        Trigger::Reevaluate,
+                        false,
+                        now,
+                    )
                     .await;
-                let code = code_of(&rec);
-                if rec.outcome != Outcome::Skipped
-                    || rt.last_code.get(&alert.fingerprint) != Some(&code)
+                let code = code_of(&record);
+                if record.outcome != Outcome::Skipped
+                    || runtime.last_code.get(&alert.fingerprint) != Some(&code)
                 {
-                    if rec.outcome == Outcome::Applied {
+                    if record.outcome == Outcome::Applied {
                         acted += 1;
                     }
-                    self.rec.write(rec).await?;
+                    self.recorder.write(record).await?;
                 }
-                rt.last_code.insert(alert.fingerprint.clone(), code);
+                runtime.last_code.insert(alert.fingerprint.clone(), code);
             }
-            self.gauges(ctl, &rt);
+            self.gauges(cluster, &runtime);
         }
         Ok(acted)
-    }
-}
-
-/// Mark the brokers with firing broker alerts in the model: overloaded (or down but still in
-/// the metadata) brokers neither lead nor receive replicas; full ones receive none.
-fn mark_flags(model: &mut ClusterModel, rt: &ClusterRuntime) {
-    for t in rt.tracked.values() {
-        if t.alert.status != AlertStatus::Firing {
-            continue;
-        }
-        let Some(id) = t
-            .alert
-            .broker
-            .as_deref()
-            .and_then(|b| b.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Some(b) = model.brokers.get_mut(&id) else {
-            continue;
-        };
-        match AlertKind::from_alertname(&t.alert.alertname) {
-            // A live broker whose heartbeat alert fires is treated as overloaded: it neither
-            // leads nor receives replicas while the alert lasts.
-            Some(AlertKind::Overloaded | AlertKind::Down) => b.overloaded = true,
-            Some(AlertKind::DiskPressure) => b.full = true,
-            None => {}
-        }
-    }
-}
-
-impl Reason {
-    /// The message of a broker gate (no scaling policy needed).
-    pub fn message_broker(&self) -> String {
-        match self {
-            Reason::Broker(b) => b.message(),
-            other => other.code().to_string(),
-        }
     }
 }

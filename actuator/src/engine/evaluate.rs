@@ -7,15 +7,12 @@ use crate::alert::LagAlert;
 use crate::audit::{Action, AuditRecord, Outcome};
 use crate::backend::{KubeError, TargetView};
 use crate::decide::{
-    decide, wanted_replicas, AlertInput, Decision, Direction, LagSource, LastAction, Observed,
-    Reason, TargetState, Trigger,
+    decide, wanted_replicas, AlertInput, Direction, LagDecision, LagReason, LagSource, LastAction,
+    Observed, TargetState, Trigger,
 };
 use crate::policy::{PartitionCap, Policy};
+use crate::reason::ReasonCode;
 use crate::telemetry;
-
-/// Audit reason when the HorizontalPodAutoscaler / ScaledObject lookup failed: no scaling
-/// (retryable if the API was unavailable; a 403 names the missing RBAC verb).
-pub(crate) const AUTOSCALER_CHECK_FAILED: &str = "autoscaler_check_failed";
 
 impl Engine {
     pub(super) async fn lag_for(
@@ -48,13 +45,15 @@ impl Engine {
         policy: &Policy,
         alert: &LagAlert,
         trigger: Trigger,
-        rt: &mut TargetRuntime,
+        runtime: &mut TargetRuntime,
         now: Timestamp,
     ) -> (AuditRecord, bool) {
         let target = policy.deployment.clone();
         let key = alert.delivery_key();
         let window = self.settings.dedupe_window;
-        rt.seen.retain(|_, at| elapsed_within(*at, now, window));
+        runtime
+            .seen
+            .retain(|_, at| elapsed_within(*at, now, window));
         let (lag, lag_source, lag_note) = self.lag_for(alert).await;
         self.telemetry
             .counter(
@@ -78,11 +77,11 @@ impl Engine {
             lag_source,
             ..self.alert_record(alert, trigger, Outcome::Skipped, Action::None)
         };
-        let fail = |mut rec: AuditRecord, e: &KubeError| {
-            rec.outcome = Outcome::Failed;
-            rec.reason = Some(e.code().into());
-            rec.message = e.to_string();
-            (rec, e.retryable())
+        let fail = |mut record: AuditRecord, e: &KubeError| {
+            record.outcome = Outcome::Failed;
+            record.reason = Some(e.code());
+            record.message = e.to_string();
+            (record, e.retryable())
         };
         let mut pending: Option<LastAction> = None;
         let mut conflicts = 0;
@@ -103,15 +102,15 @@ impl Engine {
                 .filter(|c| view.last_action.as_ref() == Some(*c))
             {
                 // Our claim landed even though its answer was a conflict: finish the action.
-                Decision::Scale {
+                LagDecision::Scale {
                     from: claim.from,
                     to: claim.to,
                     desired: claim.to,
                     direction: claim.direction,
                 }
             } else {
-                let last = newest(rt.last_action.clone(), view.last_action.clone());
-                let seen_recently = rt.seen.contains_key(&key)
+                let last = newest(runtime.last_action.clone(), view.last_action.clone());
+                let seen_recently = runtime.seen.contains_key(&key)
                     || view
                         .last_action
                         .as_ref()
@@ -139,7 +138,7 @@ impl Engine {
                 }
                 let mut d = decide(&input, &observed, policy, &state, now);
                 if let (
-                    Decision::Scale {
+                    LagDecision::Scale {
                         direction: Direction::Down,
                         ..
                     },
@@ -154,19 +153,21 @@ impl Engine {
                         d = decide(&input, &observed, policy, &state, now);
                     }
                 }
-                if matches!(d, Decision::Scale { .. }) {
+                if matches!(d, LagDecision::Scale { .. }) {
                     // Another autoscaler owns the Deployment: do not fight it. A failed lookup
                     // does not allow scaling either.
                     match self.kube.autoscaler(&target).await {
                         Ok(None) => {}
                         Ok(Some(a)) => {
-                            d = Decision::Skip(Reason::ManagedByAutoscaler {
+                            d = LagDecision::Skip(LagReason::ManagedByAutoscaler {
                                 autoscaler: a.to_string(),
                             })
                         }
                         Err(e) => {
                             base.outcome = Outcome::Failed;
-                            base.reason = Some(AUTOSCALER_CHECK_FAILED.into());
+                            // No scaling; retryable if the API was unavailable, and a 403 names
+                            // the missing RBAC verb.
+                            base.reason = Some(ReasonCode::AutoscalerCheckFailed);
                             base.message = format!(
                                 "not scaling {target}: cannot tell whether an autoscaler manages it: {e}"
                             );
@@ -177,30 +178,24 @@ impl Engine {
                 d
             };
             let (from, to, desired, direction) = match decision {
-                Decision::Scale {
+                LagDecision::Scale {
                     from,
                     to,
                     desired,
                     direction,
                 } => (from, to, desired, direction),
-                Decision::Skip(reason) => {
-                    base.reason = Some(reason.code().into());
+                LagDecision::Skip(reason) => {
+                    base.reason = Some(reason.code());
                     base.message = reason.message(policy);
                     match &reason {
-                        Reason::Cooldown { to, .. } => base.to_replicas = Some(*to),
-                        Reason::AtDesired { desired } => base.desired_replicas = Some(*desired),
+                        LagReason::Cooldown { to, .. } => base.to_replicas = Some(*to),
+                        LagReason::AtDesired { desired } => base.desired_replicas = Some(*desired),
                         _ => {}
                     }
                     if let Some(note) = &lag_note {
                         base.message
                             .push_str(&format!(" (lag source {}: {note})", lag_source.as_str()));
                     }
-                    return (base, false);
-                }
-                // `decide` never reassigns; broker alerts go through `broker::gate`.
-                Decision::Reassign { .. } => {
-                    base.reason = Some("internal".into());
-                    base.message = "internal error: a lag decision asked for a reassignment".into();
                     return (base, false);
                 }
             };
@@ -226,14 +221,14 @@ impl Engine {
             if self.settings.dry_run {
                 base.outcome = Outcome::DryRun;
                 base.message = format!("dry run: would scale {target} from {from} to {to} (desired {desired}, {lag_text})");
-                rt.last_action = Some(claim);
+                runtime.last_action = Some(claim);
                 return (base, false);
             }
             if !self.audit.healthy() {
                 // The record of this action might not become durable: do not act, and ask
                 // Alertmanager to retry (writing this record probes the disk again).
                 base.outcome = Outcome::Failed;
-                base.reason = Some("audit_unhealthy".into());
+                base.reason = Some(ReasonCode::AuditUnhealthy);
                 base.message = format!(
                     "not scaling {target} from {from} to {to}: the last audit write failed"
                 );
@@ -259,7 +254,7 @@ impl Engine {
             }
             return match self.kube.scale(&target, to).await {
                 Ok(()) => {
-                    rt.last_action = Some(claim);
+                    runtime.last_action = Some(claim);
                     self.telemetry
                         .gauge(
                             telemetry::TARGET_REPLICAS,
@@ -276,7 +271,7 @@ impl Engine {
                 Err(e) => {
                     // The claim is in place, so the cooldown is consumed: better one missed step
                     // than two actions inside a cooldown.
-                    rt.last_action = Some(claim);
+                    runtime.last_action = Some(claim);
                     fail(base, &e)
                 }
             };

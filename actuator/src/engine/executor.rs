@@ -3,29 +3,30 @@
 
 use std::sync::Arc;
 
-use super::broker::{BrokerEngine, ClusterCtl, Running};
+use super::broker::{BrokerEngine, ManagedCluster, Running};
 use crate::alert::BrokerAlert;
 use crate::audit::{Outcome, Phase};
 use crate::backend::remediation::{BackendError, Progress};
 use crate::broker::gate::LastBrokerAction;
 use crate::decide::Trigger;
+use crate::reason::ReasonCode;
 
 impl BrokerEngine {
     /// Poll `run` to its end and audit it. Runs as its own task.
     pub(super) async fn execute(
         self: Arc<Self>,
-        ctl: Arc<ClusterCtl>,
+        cluster: Arc<ManagedCluster>,
         run: Running,
         alert: BrokerAlert,
     ) {
-        let policy = &ctl.policy;
+        let policy = &cluster.policy;
         let started = tokio::time::Instant::now();
         let mut detail: String;
         let mut polls = 0u32;
         let (outcome, reason, message) = loop {
             tokio::time::sleep(policy.poll_interval).await;
             polls += 1;
-            match ctl.backend.poll(&run.task_id).await {
+            match cluster.backend.poll(&run.task_id).await {
                 Ok(Progress::Done(d)) => break (Outcome::Applied, None, format!("completed: {d}")),
                 Ok(Progress::Failed(e)) => {
                     break (Outcome::Failed, Some(e.code()), format!("failed: {e}"))
@@ -44,13 +45,13 @@ impl BrokerEngine {
                 }
             }
             if started.elapsed() >= policy.reassignment_timeout {
-                let cancel = match ctl.backend.cancel(&run.task_id).await {
+                let cancel = match cluster.backend.cancel(&run.task_id).await {
                     Ok(m) => m,
                     Err(e) => format!("cancelling failed too: {e}; stop it by hand"),
                 };
                 break (
                     Outcome::Failed,
-                    Some("reassignment_timeout"),
+                    Some(ReasonCode::ReassignmentTimeout),
                     format!(
                         "still running after reassignment_timeout {} ({polls} polls; {detail}); {cancel}",
                         humantime::format_duration(policy.reassignment_timeout)
@@ -58,22 +59,22 @@ impl BrokerEngine {
                 );
             }
         };
-        let mut rt = ctl.rt.lock().await;
+        let mut runtime = cluster.runtime.lock().await;
         let now = (self.clock)();
-        rt.running = None;
-        rt.remember_action(LastBrokerAction {
+        runtime.running = None;
+        runtime.remember_action(LastBrokerAction {
             at: now,
             broker: run.broker,
             kind: run.kind,
             episode: run.episode,
         });
-        let mut rec = self.base(&ctl, &alert, Trigger::Executor, now);
-        rec.action = super::broker::action_of(run.kind);
-        rec.outcome = outcome;
-        rec.reason = reason.map(str::to_string);
-        rec.phase = Some(Phase::Completed);
-        rec.task_id = Some(run.task_id.clone());
-        rec.message = format!(
+        let mut record = self.base(&cluster, &alert, Trigger::Executor, now);
+        record.action = super::broker::action_of(run.kind);
+        record.outcome = outcome;
+        record.reason = reason;
+        record.phase = Some(Phase::Completed);
+        record.task_id = Some(run.task_id.clone());
+        record.message = format!(
             "{} on broker {} (task {}, started {}) {message}",
             run.kind.as_str(),
             run.broker,
@@ -81,8 +82,8 @@ impl BrokerEngine {
             run.started
         );
         tracing::info!(cluster = %policy.cluster, broker = run.broker, action = run.kind.as_str(), outcome = outcome.as_str(), "broker remediation ended");
-        self.gauges(&ctl, &rt);
-        if let Err(e) = self.rec.write(rec).await {
+        self.gauges(&cluster, &runtime);
+        if let Err(e) = self.recorder.write(record).await {
             tracing::error!(error = %e, "the end of a broker action could not be audited");
         }
     }

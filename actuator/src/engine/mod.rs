@@ -18,12 +18,15 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::alert::{Alert, AlertStatus, BrokerAlert, LagAlert, LAG_ALERT};
+use crate::alert::{
+    Alert, AlertStatus, BrokerAlert, BrokerAlertKind, LagAlert, UnlabelledBrokerAlert, LAG_ALERT,
+};
 use crate::audit::{Action, AuditError, AuditLog, AuditRecord, Outcome, Recovered};
 use crate::backend::remediation::RemediationBackend;
 use crate::backend::{MetricsApi, ScaleApi};
 use crate::decide::{Direction, LagSource, LastAction, Trigger};
 use crate::policy::Policies;
+use crate::reason::ReasonCode;
 use crate::telemetry::{self, Telemetry};
 
 /// Most alerts tracked per target (fingerprints); the oldest is forgotten beyond it.
@@ -124,7 +127,7 @@ pub struct AlertResult {
     /// scale_up, scale_down or none.
     pub action: Action,
     /// The reason code for skipped and failed.
-    pub reason: Option<String>,
+    pub reason: Option<ReasonCode>,
     /// Audit sequence number.
     pub seq: u64,
     /// Whether Alertmanager retrying could help (kube unavailable or conflicting).
@@ -145,21 +148,21 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    pub(crate) async fn write(&self, rec: AuditRecord) -> Result<u64, EngineError> {
+    pub(crate) async fn write(&self, record: AuditRecord) -> Result<u64, EngineError> {
         let labels = [
-            ("action", rec.action.as_str().to_string()),
-            ("outcome", rec.outcome.as_str().to_string()),
+            ("action", record.action.as_str().to_string()),
+            ("outcome", record.outcome.as_str().to_string()),
         ];
-        let broker_labels = match (&rec.cluster, &rec.broker, &rec.backend) {
+        let broker_labels = match (&record.cluster, &record.broker, &record.backend) {
             (Some(c), _, Some(_)) => Some([
                 ("cluster", c.clone()),
-                ("action", rec.action.as_str().to_string()),
-                ("outcome", rec.outcome.as_str().to_string()),
+                ("action", record.action.as_str().to_string()),
+                ("outcome", record.outcome.as_str().to_string()),
             ]),
             _ => None,
         };
-        let reason = rec.reason.clone();
-        match self.audit.append(vec![rec]).await {
+        let reason = record.reason;
+        match self.audit.append(vec![record]).await {
             Ok(seqs) => {
                 self.telemetry
                     .counter(telemetry::ACTIONS, &labels)
@@ -171,7 +174,7 @@ impl Recorder {
                 }
                 if let Some(r) = reason {
                     self.telemetry
-                        .counter(telemetry::REASONS, &[("reason", r)])
+                        .counter(telemetry::REASONS, &[("reason", r.as_str().into())])
                         .increment(1);
                 }
                 Ok(seqs.first().copied().unwrap_or(0))
@@ -200,6 +203,15 @@ struct TargetRuntime {
     last_reeval: Option<String>,
 }
 
+/// What holding scale-downs needs of a broker alert (labelled or not).
+struct BrokerHold<'a> {
+    kind: BrokerAlertKind,
+    fingerprint: &'a str,
+    status: AlertStatus,
+    cluster: &'a str,
+    broker: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct BrokerEntry {
     fingerprint: String,
@@ -219,7 +231,8 @@ pub struct Engine {
     settings: EngineSettings,
     paused: Arc<AtomicBool>,
     targets: HashMap<String, Arc<Mutex<TargetRuntime>>>,
-    brokers: StdMutex<HashMap<String, BrokerEntry>>,
+    /// Firing broker alerts that hold scale-downs, by fingerprint.
+    holds: StdMutex<HashMap<String, BrokerEntry>>,
     /// Deliveries of alerts that match no policy, for dedupe (bounded).
     unmatched: StdMutex<HashMap<String, Timestamp>>,
     /// Decisions in progress: they outlive the webhook connection, and shutdown waits for them.
@@ -227,8 +240,8 @@ pub struct Engine {
     /// Cancelled by [`Engine::shutdown`]: periodic work stops between rounds, never inside one.
     stop: tokio_util::sync::CancellationToken,
     clock: Clock,
-    rec: Arc<Recorder>,
-    remedy: Arc<broker::BrokerEngine>,
+    recorder: Arc<Recorder>,
+    brokers: Arc<broker::BrokerEngine>,
 }
 
 fn elapsed_within(since: Timestamp, now: Timestamp, window: Duration) -> bool {
@@ -280,7 +293,7 @@ impl Engine {
                 Action::Resume => paused = false,
                 _ => {}
             }
-            let Some(rt) = r.target.as_ref().and_then(|t| runtimes.get_mut(t)) else {
+            let Some(runtime) = r.target.as_ref().and_then(|t| runtimes.get_mut(t)) else {
                 continue;
             };
             let acted =
@@ -293,8 +306,8 @@ impl Engine {
             if let (true, Some(direction), Some(from), Some(to)) =
                 (acted, direction, r.from_replicas, r.to_replicas)
             {
-                rt.last_action = newest(
-                    rt.last_action.take(),
+                runtime.last_action = newest(
+                    runtime.last_action.take(),
                     Some(LastAction {
                         at: r.ts,
                         direction,
@@ -310,7 +323,7 @@ impl Engine {
                 && elapsed_within(r.ts, now, settings.dedupe_window)
             {
                 if let Some(key) = delivery_key_of(r) {
-                    rt.seen.insert(key, r.ts);
+                    runtime.seen.insert(key, r.ts);
                 }
             }
         }
@@ -347,13 +360,13 @@ impl Engine {
                     .set(s.as_secs_f64());
             }
         }
-        let rec = Arc::new(Recorder {
+        let recorder = Arc::new(Recorder {
             audit: audit.clone(),
             telemetry: telemetry.clone(),
         });
         let paused = Arc::new(AtomicBool::new(paused));
-        let remedy = Arc::new(broker::BrokerEngine::new(
-            rec.clone(),
+        let brokers = Arc::new(broker::BrokerEngine::new(
+            recorder.clone(),
             clock.clone(),
             broker::BrokerSettings {
                 instance: settings.instance.clone(),
@@ -375,13 +388,13 @@ impl Engine {
             settings,
             paused,
             targets,
-            brokers: StdMutex::new(HashMap::new()),
+            holds: StdMutex::new(HashMap::new()),
             unmatched: StdMutex::new(HashMap::new()),
             tasks: tokio_util::task::TaskTracker::new(),
             stop: tokio_util::sync::CancellationToken::new(),
             clock,
-            rec,
-            remedy,
+            recorder,
+            brokers,
         }
     }
 
@@ -414,7 +427,7 @@ impl Engine {
     pub async fn set_paused(&self, on: bool) -> Result<u64, EngineError> {
         let was = self.paused.swap(on, Ordering::SeqCst);
         let action = if on { Action::Pause } else { Action::Resume };
-        let rec = AuditRecord {
+        let record = AuditRecord {
             message: format!(
                 "{} via the API (was {})",
                 if on { "paused" } else { "resumed" },
@@ -432,12 +445,12 @@ impl Engine {
         self.telemetry
             .gauge(telemetry::PAUSED, &[])
             .set(f64::from(u8::from(on)));
-        let seq = self.write(rec).await?;
+        let seq = self.write(record).await?;
         Ok(seq)
     }
 
-    async fn write(&self, rec: AuditRecord) -> Result<u64, EngineError> {
-        self.rec.write(rec).await
+    async fn write(&self, record: AuditRecord) -> Result<u64, EngineError> {
+        self.recorder.write(record).await
     }
 
     /// Decide one webhook's alerts on a task of their own and wait for the answer. The task
@@ -489,6 +502,7 @@ impl Engine {
             let (kind, status) = match a {
                 Alert::Lag(l) => ("lag", l.status.as_str()),
                 Alert::Broker(b) => ("broker", b.status.as_str()),
+                Alert::UnlabelledBroker(b) => ("broker", b.status.as_str()),
                 Alert::Other { .. } => ("other", "any"),
             };
             self.telemetry
@@ -497,8 +511,28 @@ impl Engine {
                     &[("kind", kind.into()), ("status", status.into())],
                 )
                 .increment(1);
-            if let Alert::Broker(b) = a {
-                self.note_broker(b, now);
+            match a {
+                Alert::Broker(b) => self.note_broker(
+                    BrokerHold {
+                        kind: b.kind,
+                        fingerprint: &b.fingerprint,
+                        status: b.status,
+                        cluster: &b.cluster,
+                        broker: Some(b.broker.to_string()),
+                    },
+                    now,
+                ),
+                Alert::UnlabelledBroker(b) => self.note_broker(
+                    BrokerHold {
+                        kind: b.kind,
+                        fingerprint: &b.fingerprint,
+                        status: b.status,
+                        cluster: &b.cluster,
+                        broker: b.label.clone(),
+                    },
+                    now,
+                ),
+                Alert::Lag(_) | Alert::Other { .. } => {}
             }
         }
         let lag: Vec<&LagAlert> = alerts
@@ -515,18 +549,25 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        let remedy = self.remedy.handle_all(&broker);
+        let unlabelled: Vec<&UnlabelledBrokerAlert> = alerts
+            .iter()
+            .filter_map(|a| match a {
+                Alert::UnlabelledBroker(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        let brokers = self.brokers.handle_all(&broker, &unlabelled);
         let lag = futures::future::join_all(lag.iter().map(|l| self.handle_lag(l)));
-        let (lag, remedy) = futures::future::join(lag, remedy).await;
+        let (lag, brokers) = futures::future::join(lag, brokers).await;
         // Lag results first, as before issue 5; broker results (clusters with a broker
         // policy only) after them.
         let mut results: Vec<AlertResult> = lag.into_iter().collect::<Result<_, _>>()?;
-        results.extend(remedy?);
+        results.extend(brokers?);
         Ok(results)
     }
 
-    fn note_broker(&self, b: &BrokerAlert, now: Timestamp) {
-        if !b.holds_scale_down() {
+    fn note_broker(&self, b: BrokerHold<'_>, now: Timestamp) {
+        if !b.kind.holds_scale_down() {
             return;
         }
         // Only a cluster with a lag policy has a scale-down to hold; anything else would be
@@ -534,16 +575,16 @@ impl Engine {
         if !self.policies.all().iter().any(|p| p.cluster == b.cluster) {
             return;
         }
-        let Ok(mut brokers) = self.brokers.lock() else {
+        let Ok(mut holds) = self.holds.lock() else {
             return;
         };
         match b.status {
             AlertStatus::Firing => {
                 let ttl = self.settings.alert_ttl;
-                brokers.retain(|_, e| elapsed_within(e.last_seen, now, ttl));
-                if !brokers.contains_key(&b.fingerprint) {
+                holds.retain(|_, e| elapsed_within(e.last_seen, now, ttl));
+                if !holds.contains_key(b.fingerprint) {
                     let dropped =
-                        cap_oldest(&mut *brokers, MAX_BROKER_HOLDS - 1, |e: &BrokerEntry| {
+                        cap_oldest(&mut *holds, MAX_BROKER_HOLDS - 1, |e: &BrokerEntry| {
                             e.last_seen
                         });
                     if dropped > 0 {
@@ -554,28 +595,28 @@ impl Engine {
                         );
                     }
                 }
-                brokers.insert(
-                    b.fingerprint.clone(),
+                holds.insert(
+                    b.fingerprint.to_string(),
                     BrokerEntry {
-                        fingerprint: b.fingerprint.clone(),
-                        cluster: b.cluster.clone(),
-                        alertname: b.alertname.clone(),
-                        broker: b.broker.clone(),
+                        fingerprint: b.fingerprint.to_string(),
+                        cluster: b.cluster.to_string(),
+                        alertname: b.kind.alertname().to_string(),
+                        broker: b.broker,
                         last_seen: now,
                     },
                 );
             }
             AlertStatus::Resolved => {
-                brokers.remove(&b.fingerprint);
+                holds.remove(b.fingerprint);
             }
         }
     }
 
     fn broker_from_webhooks(&self, cluster: &str, now: Timestamp) -> Option<String> {
-        let mut brokers = self.brokers.lock().ok()?;
+        let mut holds = self.holds.lock().ok()?;
         let ttl = self.settings.alert_ttl;
-        brokers.retain(|_, e| elapsed_within(e.last_seen, now, ttl));
-        brokers
+        holds.retain(|_, e| elapsed_within(e.last_seen, now, ttl));
+        holds
             .values()
             .find(|e| e.cluster == cluster)
             .map(|e| e.alertname.clone())
@@ -600,9 +641,13 @@ impl Engine {
                 }
                 Err(_) => false,
             };
-            let reason = if duplicate { "duplicate" } else { "no_policy" };
-            let rec = AuditRecord {
-                reason: Some(reason.into()),
+            let reason = if duplicate {
+                ReasonCode::Duplicate
+            } else {
+                ReasonCode::NoPolicy
+            };
+            let record = AuditRecord {
+                reason: Some(reason),
                 message: format!(
                     "{}no policy for cluster {:?} consumergroup {:?}; nothing touched",
                     if duplicate {
@@ -621,13 +666,13 @@ impl Engine {
                 },
                 ..self.alert_record(alert, Trigger::Webhook, Outcome::Skipped, Action::None)
             };
-            let seq = self.write(rec).await?;
+            let seq = self.write(record).await?;
             return Ok(AlertResult {
                 fingerprint: alert.fingerprint.clone(),
                 target: None,
                 outcome: Outcome::Skipped,
                 action: Action::None,
-                reason: Some(reason.into()),
+                reason: Some(reason),
                 seq,
                 retryable: false,
                 cluster: None,
@@ -635,37 +680,37 @@ impl Engine {
             });
         };
         let target = policy.target();
-        let Some(rt) = self.targets.get(&target) else {
+        let Some(runtime) = self.targets.get(&target) else {
             return Err(EngineError::Audit(AuditError::Stopped));
         };
-        let mut rt = rt.lock().await;
+        let mut runtime = runtime.lock().await;
         let now = self.now();
         // Firing alerts are re-evaluated on the interval; resolved ones until the target settles.
-        if !rt.tracked.contains_key(&alert.fingerprint) {
+        if !runtime.tracked.contains_key(&alert.fingerprint) {
             cap_oldest(
-                &mut rt.tracked,
+                &mut runtime.tracked,
                 MAX_TRACKED_PER_TARGET - 1,
                 |t: &Tracked| t.last_seen,
             );
         }
-        rt.tracked.insert(
+        runtime.tracked.insert(
             alert.fingerprint.clone(),
             Tracked {
                 alert: alert.clone(),
                 last_seen: now,
             },
         );
-        let (rec, retryable) = self
-            .evaluate(policy, alert, Trigger::Webhook, &mut rt, now)
+        let (record, retryable) = self
+            .evaluate(policy, alert, Trigger::Webhook, &mut runtime, now)
             .await;
-        let outcome = rec.outcome;
-        let action = rec.action;
-        let reason = rec.reason.clone();
-        let seq = self.write(rec).await?;
+        let outcome = record.outcome;
+        let action = record.action;
+        let reason = record.reason;
+        let seq = self.write(record).await?;
         // Only final answers count as "handled": a retryable failure must be retried.
         if !retryable && outcome != Outcome::Failed {
-            cap_oldest(&mut rt.seen, MAX_SEEN - 1, |at: &Timestamp| *at);
-            rt.seen.insert(alert.delivery_key(), now);
+            cap_oldest(&mut runtime.seen, MAX_SEEN - 1, |at: &Timestamp| *at);
+            runtime.seen.insert(alert.delivery_key(), now);
         }
         Ok(AlertResult {
             fingerprint: alert.fingerprint.clone(),

@@ -8,6 +8,7 @@ use crate::alert::AlertStatus;
 use crate::audit::{AuditRecord, Outcome};
 use crate::decide::{cooldown_remaining, Direction, Trigger};
 use crate::policy::Policy;
+use crate::reason::ReasonCode;
 use crate::telemetry;
 
 /// Whether a resolved alert's evaluation ends its re-evaluation: someone else manages the
@@ -15,10 +16,10 @@ use crate::telemetry;
 /// the floor the current lag allows *and* that floor is `min_replicas` (with no lag left, the floor is `min_replicas`). A floor above
 /// `min_replicas` means the lag is still draining: later rounds step further down, so the alert
 /// stays tracked (until `alert_ttl` after its last delivery).
-pub(super) fn settles(rec: &AuditRecord, policy: &Policy) -> bool {
-    match rec.reason.as_deref() {
-        Some("out_of_bounds" | "managed_by_autoscaler") => true,
-        Some("at_desired") => rec
+pub(super) fn settles(record: &AuditRecord, policy: &Policy) -> bool {
+    match record.reason {
+        Some(ReasonCode::OutOfBounds | ReasonCode::ManagedByAutoscaler) => true,
+        Some(ReasonCode::AtDesired) => record
             .desired_replicas
             .is_some_and(|d| d <= policy.min_replicas),
         _ => false,
@@ -54,54 +55,57 @@ impl Engine {
         let mut firing = 0usize;
         let mut settling = 0usize;
         for policy in self.policies.all() {
-            let Some(rt) = self.targets.get(&policy.target()) else {
+            let Some(runtime) = self.targets.get(&policy.target()) else {
                 continue;
             };
-            let mut rt = rt.lock().await;
+            let mut runtime = runtime.lock().await;
             let now = self.now();
             let ttl = self.settings.alert_ttl;
-            rt.tracked
+            runtime
+                .tracked
                 .retain(|_, t| elapsed_within(t.last_seen, now, ttl));
-            let pick = rt
+            let pick = runtime
                 .tracked
                 .values()
                 .find(|t| t.alert.status == AlertStatus::Firing)
-                .or_else(|| rt.tracked.values().next())
+                .or_else(|| runtime.tracked.values().next())
                 .map(|t| t.alert.clone());
             let Some(alert) = pick else {
                 continue;
             };
-            let (rec, _) = self
-                .evaluate(policy, &alert, Trigger::Reevaluate, &mut rt, now)
+            let (record, _) = self
+                .evaluate(policy, &alert, Trigger::Reevaluate, &mut runtime, now)
                 .await;
             let code = format!(
                 "{}:{}",
-                rec.outcome.as_str(),
-                rec.reason.clone().unwrap_or_default()
+                record.outcome.as_str(),
+                record.reason.map(ReasonCode::as_str).unwrap_or_default()
             );
-            let settled = alert.status == AlertStatus::Resolved && settles(&rec, policy);
-            if rec.outcome != Outcome::Skipped || rt.last_reeval.as_deref() != Some(code.as_str()) {
-                if rec.outcome == Outcome::Applied {
+            let settled = alert.status == AlertStatus::Resolved && settles(&record, policy);
+            if record.outcome != Outcome::Skipped
+                || runtime.last_reeval.as_deref() != Some(code.as_str())
+            {
+                if record.outcome == Outcome::Applied {
                     acted += 1;
                 }
-                self.write(rec).await?;
+                self.write(record).await?;
             }
-            rt.last_reeval = Some(code);
+            runtime.last_reeval = Some(code);
             if settled {
-                rt.tracked.clear();
-                rt.last_reeval = None;
+                runtime.tracked.clear();
+                runtime.last_reeval = None;
             }
-            if rt
+            if runtime
                 .tracked
                 .values()
                 .any(|t| t.alert.status == AlertStatus::Firing)
             {
                 firing += 1;
-            } else if !rt.tracked.is_empty() {
+            } else if !runtime.tracked.is_empty() {
                 settling += 1;
             }
         }
-        acted += self.remedy.reevaluate().await?;
+        acted += self.brokers.reevaluate().await?;
         self.telemetry
             .gauge(telemetry::TRACKED, &[("state", "firing".into())])
             .set(firing as f64);
@@ -113,15 +117,17 @@ impl Engine {
 
     /// Update the cooldown gauges (called before each scrape; skips targets busy right now).
     pub fn refresh_gauges(&self) {
-        self.remedy.refresh_gauges();
+        self.brokers.refresh_gauges();
         let now = self.now();
         for p in self.policies.all() {
-            let Some(rt) = self.targets.get(&p.target()) else {
+            let Some(runtime) = self.targets.get(&p.target()) else {
                 continue;
             };
-            let Ok(rt) = rt.try_lock() else { continue };
+            let Ok(runtime) = runtime.try_lock() else {
+                continue;
+            };
             for d in [Direction::Up, Direction::Down] {
-                let left = cooldown_remaining(rt.last_action.as_ref(), p, d, now);
+                let left = cooldown_remaining(runtime.last_action.as_ref(), p, d, now);
                 self.telemetry
                     .gauge(
                         telemetry::COOLDOWN,
@@ -137,11 +143,11 @@ impl Engine {
         let now = self.now();
         let mut targets = Vec::new();
         for p in self.policies.all() {
-            let Some(rt) = self.targets.get(&p.target()) else {
+            let Some(runtime) = self.targets.get(&p.target()) else {
                 continue;
             };
-            let rt = rt.lock().await;
-            let tracked: Vec<_> = rt
+            let runtime = runtime.lock().await;
+            let tracked: Vec<_> = runtime
                 .tracked
                 .values()
                 .map(|t| {
@@ -158,16 +164,16 @@ impl Engine {
                 "cluster": p.cluster,
                 "consumergroup": p.consumergroup,
                 "policy": p,
-                "last_action": rt.last_action,
+                "last_action": runtime.last_action,
                 "cooldown_remaining_seconds": {
-                    "up": cooldown_remaining(rt.last_action.as_ref(), p, Direction::Up, now).as_secs(),
-                    "down": cooldown_remaining(rt.last_action.as_ref(), p, Direction::Down, now).as_secs(),
+                    "up": cooldown_remaining(runtime.last_action.as_ref(), p, Direction::Up, now).as_secs(),
+                    "down": cooldown_remaining(runtime.last_action.as_ref(), p, Direction::Down, now).as_secs(),
                 },
                 "tracked_alerts": tracked,
             }));
         }
         let brokers: Vec<BrokerEntry> = self
-            .brokers
+            .holds
             .lock()
             .map(|b| b.values().cloned().collect())
             .unwrap_or_default();
@@ -181,7 +187,7 @@ impl Engine {
             "policies": self.policies.all().len(),
             "targets": targets,
             "broker_alerts": brokers,
-            "broker_remediation": self.remedy.state().await,
+            "broker_remediation": self.brokers.state().await,
         })
     }
 }
