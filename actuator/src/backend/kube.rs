@@ -253,13 +253,13 @@ impl KubeScaler {
             .annotations
             .as_ref()
             .and_then(|a| a.get(COOLDOWN_ANNOTATION));
-        let (last_action, annotation_invalid) = match raw {
-            None => (None, false),
+        let last_action = match raw {
+            None => None,
             Some(s) => match serde_json::from_str::<LastAction>(s) {
-                Ok(a) => (Some(a), false),
+                Ok(a) => Some(a),
                 Err(e) => {
                     tracing::warn!(%target, error = %e, "ignoring unparsable cooldown annotation");
-                    (None, true)
+                    None
                 }
             },
         };
@@ -267,7 +267,6 @@ impl KubeScaler {
             replicas,
             resource_version,
             last_action,
-            annotation_invalid,
         })
     }
 
@@ -551,7 +550,6 @@ mod tests {
                 replicas: 3,
                 resource_version: "41".into(),
                 last_action: Some(action()),
-                annotation_invalid: false
             }
         );
     }
