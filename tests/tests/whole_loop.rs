@@ -537,14 +537,26 @@ fn an_actuator_restart_in_the_middle_causes_no_double_action() {
     // The repeat of the same alert reaches the new process and is a duplicate.
     let dup = wait_until(Duration::from_secs(15), "the re-sent alert", || {
         records_with(&stack, |r| {
-            r["trigger"] == "webhook" && audit_ts(r) >= restarted && r["reason"] == "duplicate"
+            r["trigger"] == "webhook"
+                && audit_ts(r) >= restarted
+                && r["fingerprint"] == up.record["fingerprint"]
+                && r["alert_status"] == "firing"
         })
         .into_iter()
         .next()
     });
-    assert_eq!(dup["fingerprint"], up.record["fingerprint"]);
-    assert_eq!(dup["starts_at"], up.record["starts_at"]);
     assert!(dup["seq"].as_u64().unwrap() > first_seq);
+    assert_eq!(dup["outcome"], "skipped", "{dup}");
+    if dup["starts_at"] == up.record["starts_at"] {
+        assert_eq!(dup["reason"], "duplicate", "{dup}");
+    } else {
+        // On a loaded machine the alert can resolve and fire again (a new startsAt, so a new
+        // delivery) around the restart: still no second action inside the cooldown.
+        assert!(
+            dup["reason"] == "cooldown" || dup["reason"] == "duplicate",
+            "{dup}"
+        );
+    }
     // While the cooldown lasts, no PATCH at all, and the annotation is the one of the first
     // action.
     let cooldown_end = up.t_decide + 20.0;
