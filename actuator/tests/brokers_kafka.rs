@@ -4,12 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
 
 mod support;
+// Only the broker tests use the fake Kafka broker, so it is not part of `support`.
+#[path = "support/fake_kafka.rs"]
+mod fake_kafka;
 
 use std::time::Duration;
 
+use fake_kafka::{FakeKafka, Req};
 use kafka_protocol::messages::IncrementalAlterConfigsRequest;
 use serde_json::Value;
-use support::fake_kafka::{FakeKafka, Req};
 use support::harness::*;
 use support::*;
 

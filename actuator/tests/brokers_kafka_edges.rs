@@ -4,9 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
 
 mod support;
+// Only the broker tests use the fake Kafka broker, so it is not part of `support`.
+#[path = "support/fake_kafka.rs"]
+mod fake_kafka;
 
 use std::time::{Duration, Instant};
 
+use fake_kafka::{FakeKafka, Req};
 use medic_actuator::backend::kafka::KafkaBackend;
 use medic_actuator::backend::remediation::{BackendError, RemediationBackend, Request};
 use medic_actuator::broker::policy::KafkaConnection;
@@ -14,7 +18,6 @@ use medic_actuator::broker::{plan_moves, Limits, PlanKind};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use serde_json::Value;
-use support::fake_kafka::{FakeKafka, Req};
 use support::harness::*;
 use support::*;
 

@@ -2,7 +2,7 @@
 //! broker, requests decoded with kafka-protocol (RequestHeader + body) and recorded, answers
 //! computed from a small cluster state (metadata, reassignments, elections, log dirs, configs).
 //! A reassignment that adds replicas stays in progress until the test calls `complete_all`.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,7 @@ pub struct FPart {
 
 /// One decoded request, with the broker whose listener got it.
 #[derive(Debug, Clone)]
+#[allow(dead_code)] // each test reads the requests it checks
 pub enum Req {
     ApiVersions,
     Metadata,
@@ -163,6 +164,7 @@ impl FakeKafka {
     }
 
     /// Every partition of `topic` (0..n) with replicas from `f(p)`, all in sync, led by the first.
+    #[allow(dead_code)] // not every broker test uses it
     pub fn add_topic(&self, topic: &str, n: i32, f: impl Fn(i32) -> Vec<i32>) {
         for p in 0..n {
             let r = f(p);
@@ -182,6 +184,7 @@ impl FakeKafka {
     }
 
     /// Someone else's reassignment.
+    #[allow(dead_code)] // not every broker test uses it
     pub fn foreign_reassignment(&self, topic: &str, p: i32, target: &[i32]) {
         self.state
             .lock()
@@ -191,6 +194,7 @@ impl FakeKafka {
     }
 
     /// Finish every reassignment in progress: the target replicas, all in sync.
+    #[allow(dead_code)] // not every broker test uses it
     pub fn complete_all(&self) {
         let mut st = self.state.lock().unwrap();
         let ongoing = std::mem::take(&mut st.ongoing);
@@ -206,6 +210,7 @@ impl FakeKafka {
     }
 
     /// The `client_id` of every request received, in arrival order.
+    #[allow(dead_code)] // not every broker test uses it
     pub fn client_ids(&self) -> Vec<Option<String>> {
         self.state.lock().unwrap().client_ids.clone()
     }
@@ -229,6 +234,7 @@ impl FakeKafka {
             .clone()
     }
 
+    #[allow(dead_code)] // not every broker test uses it
     pub fn leader(&self, topic: &str, p: i32) -> i32 {
         self.state.lock().unwrap().parts[&(topic.to_string(), p)].leader
     }
