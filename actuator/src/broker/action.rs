@@ -271,3 +271,256 @@ pub fn plan_action(
         limits,
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::alert::AlertStatus;
+    use crate::broker::{Broker, Partition};
+
+    fn policy() -> BrokerPolicy {
+        serde_yaml::from_str("cluster: prod\nbackend: log-only\nexpected_brokers: 10\n").unwrap()
+    }
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn alert(kind: BrokerAlertKind, broker: i32) -> BrokerAlert {
+        BrokerAlert {
+            kind,
+            fingerprint: format!("fp-{broker}"),
+            status: AlertStatus::Firing,
+            cluster: "prod".into(),
+            broker,
+            path: None,
+            starts_at: t(0),
+        }
+    }
+
+    fn snapshot(firing: &[(i32, BrokerAlertKind)]) -> RuntimeSnapshot {
+        RuntimeSnapshot {
+            firing: firing.to_vec(),
+            first_seen: t(-3600),
+            ..Default::default()
+        }
+    }
+
+    fn part(n: i32, replicas: &[i32], isr: &[i32]) -> Partition {
+        Partition {
+            topic: "orders".into(),
+            partition: n,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader: replicas[0],
+            sizes: BTreeMap::new(),
+            dirs: BTreeMap::new(),
+        }
+    }
+
+    /// Three live brokers; broker 1 leads two partitions, each with all three replicas in sync.
+    fn look(parts: Vec<Partition>) -> ClusterLook {
+        let mut model = ClusterModel::default();
+        for id in 1..=3 {
+            model.brokers.insert(id, Broker::live(None));
+        }
+        model.partitions = parts;
+        ClusterLook {
+            model: Some(model),
+            in_progress: None,
+            brokers: Some(3),
+        }
+    }
+
+    fn healthy_look() -> ClusterLook {
+        look(vec![
+            part(0, &[1, 2, 3], &[1, 2, 3]),
+            part(1, &[1, 3, 2], &[1, 2, 3]),
+        ])
+    }
+
+    #[test]
+    fn overloaded_moves_leadership_to_a_healthy_replica_and_excludes_other_alerting_brokers() {
+        use BrokerAlertKind::*;
+        let firing = [(1, Overloaded), (2, DiskPressure), (2, Overloaded)];
+        let got = plan_action(
+            &policy(),
+            &snapshot(&firing),
+            &alert(Overloaded, 1),
+            Trigger::Webhook,
+            healthy_look(),
+            t(10),
+        );
+        let BrokerAction::Start(planned) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(planned.broker, 1);
+        assert_eq!(planned.kind, PlanKind::MoveLeadership);
+        assert_eq!(
+            planned.exclude,
+            vec![2],
+            "alerting brokers other than 1, once"
+        );
+        assert_eq!(planned.limits, policy().limits());
+        let plan = planned.plan.expect("a plan from the model");
+        assert_eq!(plan.leader_moves(), 2);
+        assert_eq!(plan.replica_moves(), 0);
+        for change in &plan.changes {
+            assert_eq!(
+                change.to.first(),
+                Some(&3),
+                "broker 2 alerts (full and overloaded): leadership goes to 3 ({change:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn no_model_leaves_the_plan_to_the_backend() {
+        let got = plan_action(
+            &policy(),
+            &snapshot(&[(4, BrokerAlertKind::DiskPressure)]),
+            &alert(BrokerAlertKind::DiskPressure, 4),
+            Trigger::Reevaluate,
+            ClusterLook::default(),
+            t(10),
+        );
+        assert_eq!(
+            got,
+            BrokerAction::Start(Planned {
+                broker: 4,
+                kind: PlanKind::MoveReplicas,
+                plan: None,
+                exclude: vec![],
+                limits: policy().limits(),
+            })
+        );
+    }
+
+    #[test]
+    fn skips_name_their_reason() {
+        let overloaded = alert(BrokerAlertKind::Overloaded, 1);
+        let calm = snapshot(&[(1, BrokerAlertKind::Overloaded)]);
+        // A gate after the look: someone else's reassignment.
+        let busy = ClusterLook {
+            in_progress: Some("2 partitions".into()),
+            ..healthy_look()
+        };
+        let got = plan_action(&policy(), &calm, &overloaded, Trigger::Webhook, busy, t(10));
+        let BrokerAction::Skip(skip) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(skip.code(), ReasonCode::ReassignmentInProgress);
+        assert_eq!(
+            skip.message(1),
+            "a reassignment is in progress: 2 partitions"
+        );
+        // Broker 1 leads a partition whose only other replica is out of sync: nothing to move.
+        let stuck = look(vec![part(0, &[1, 2], &[1])]);
+        let got = plan_action(
+            &policy(),
+            &calm,
+            &overloaded,
+            Trigger::Webhook,
+            stuck,
+            t(10),
+        );
+        let BrokerAction::Skip(skip @ ActionSkip::NothingToMove { kind, plan }) = &got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(*kind, PlanKind::MoveLeadership);
+        assert!(plan.changes.is_empty());
+        assert_eq!(skip.code(), ReasonCode::NothingToMove);
+        assert!(
+            skip.message(1)
+                .starts_with("move_leadership on broker 1: nothing to do: "),
+            "{}",
+            skip.message(1)
+        );
+    }
+
+    #[test]
+    fn precheck_uses_what_the_engine_knows() {
+        let p = policy();
+        let a = alert(BrokerAlertKind::Overloaded, 1);
+        let paused = RuntimeSnapshot {
+            paused: true,
+            ..snapshot(&[(1, BrokerAlertKind::Overloaded)])
+        };
+        assert_eq!(
+            precheck_alert(&p, &paused, &a, Trigger::Webhook, t(10)),
+            Some(BrokerSkip::Paused)
+        );
+        // 4 alerting of the 10 expected brokers: a mass failure before any look.
+        let many: Vec<_> = (1..=4).map(|b| (b, BrokerAlertKind::Overloaded)).collect();
+        assert_eq!(
+            precheck_alert(&p, &snapshot(&many), &a, Trigger::Webhook, t(10)),
+            Some(BrokerSkip::MassFailure {
+                alerting: 4,
+                brokers: 10
+            })
+        );
+        // The last look found 20 brokers: 4 of 20 is not.
+        let bigger = RuntimeSnapshot {
+            known_brokers: Some(20),
+            ..snapshot(&many)
+        };
+        assert_eq!(
+            precheck_alert(&p, &bigger, &a, Trigger::Webhook, t(10)),
+            None
+        );
+        assert_eq!(cluster_size(&p, Some(3)), Some(10));
+        assert_eq!(cluster_size(&p, Some(12)), Some(12));
+    }
+
+    #[test]
+    fn sizes_are_read_except_for_a_first_leadership_step() {
+        let overloaded = alert(BrokerAlertKind::Overloaded, 1);
+        let fresh = snapshot(&[]);
+        assert!(!needs_sizes(&fresh, &overloaded));
+        assert!(needs_sizes(
+            &fresh,
+            &alert(BrokerAlertKind::DiskPressure, 1)
+        ));
+        assert!(needs_sizes(&fresh, &alert(BrokerAlertKind::Down, 1)));
+        let mut acted = fresh.clone();
+        acted.last_by_broker.insert(
+            1,
+            LastBrokerAction {
+                at: t(5),
+                broker: 1,
+                kind: PlanKind::MoveLeadership,
+                episode: overloaded.starts_at,
+            },
+        );
+        assert!(
+            needs_sizes(&acted, &overloaded),
+            "the replica step of the episode"
+        );
+    }
+
+    #[test]
+    fn alerting_brokers_are_marked_in_the_model() {
+        let ClusterLook {
+            model: Some(mut model),
+            ..
+        } = healthy_look()
+        else {
+            panic!("a model")
+        };
+        use BrokerAlertKind::*;
+        mark_alerting(&mut model, &[(1, Down), (2, DiskPressure), (9, Overloaded)]);
+        let flags = |id: i32| {
+            let b = model.broker(id).unwrap();
+            (b.overloaded, b.full)
+        };
+        assert_eq!(
+            flags(1),
+            (true, false),
+            "down but listed: treated as overloaded"
+        );
+        assert_eq!(flags(2), (false, true));
+        assert_eq!(flags(3), (false, false));
+        assert!(model.broker(9).is_none(), "unknown brokers are not added");
+    }
+}
