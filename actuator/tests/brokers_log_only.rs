@@ -221,6 +221,50 @@ async fn a_cluster_without_broker_policy_only_holds_scale_downs() {
 }
 
 #[tokio::test]
+async fn a_bad_broker_label_is_audited_and_never_acted_on() {
+    let files = Files::new();
+    files.add_brokers(
+        "  - {cluster: prod, backend: log-only, expected_brokers: 3, settle_time: 0s}\n",
+    );
+    let h = harness_with(&files, fake_kube(), |_| {}).await;
+    let overloaded = |fp, broker| {
+        payload(
+            "firing",
+            vec![broker_alert_at(
+                "firing",
+                fp,
+                "KafkaBrokerOverloaded",
+                "prod",
+                broker,
+                T_MINUS_1H,
+            )],
+        )
+    };
+    let (s, b) = h.alerts(&overloaded("bad", "kafka-1")).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["results"][0]["outcome"], "skipped");
+    assert_eq!(b["results"][0]["reason"], "bad_broker_label");
+    assert_eq!(b["results"][0]["broker"], "kafka-1");
+    let lines = audit_lines(&files.audit_path());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["reason"], "bad_broker_label");
+    assert_eq!(lines[0]["broker"], "kafka-1");
+    assert_eq!(lines[0]["alertname"], "KafkaBrokerOverloaded");
+    assert_eq!(lines[0]["starts_at"], T_MINUS_1H);
+    assert_eq!(
+        lines[0]["message"],
+        "the alert's broker label Some(\"kafka-1\") is not a Kafka broker id"
+    );
+    // It is not tracked: it neither counts toward a mass failure nor is re-evaluated, and a
+    // second broker of three alerting properly is acted on.
+    assert_eq!(h.app.api.engine.reevaluate().await.unwrap(), 0);
+    let (_, b) = h.alerts(&overloaded("good", "2")).await;
+    assert_eq!(b["results"][0]["outcome"], "dry_run", "{b}");
+    assert_eq!(b["results"][0]["action"], "move_leadership");
+    assert_eq!(audit_lines(&files.audit_path()).len(), 2);
+}
+
+#[tokio::test]
 async fn intervals_survive_a_restart_through_the_audit_log() {
     let files = Files::new();
     files.add_brokers(
