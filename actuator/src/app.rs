@@ -16,6 +16,7 @@ use crate::backend::{MetricsApi, ScaleApi};
 use crate::config::Config;
 use crate::engine::{Clock, Engine, EngineSettings};
 use crate::http::{routes, Api};
+use crate::keda::{Activity, ExternalScalerService, KedaHub};
 use crate::policy::Policies;
 use crate::telemetry::{self, Telemetry};
 
@@ -158,6 +159,11 @@ impl App {
             )),
             None => None,
         };
+        let keda = Arc::new(KedaHub {
+            activity: Activity::new(config.alert_ttl),
+            instance: config.instance_name(env),
+            prom: prom.clone(),
+        });
         let t = telemetry.clone();
         let (audit, recovered) = AuditLog::open(
             AuditOptions {
@@ -220,6 +226,7 @@ impl App {
             auth,
             telemetry,
             body_limit: config.body_limit_bytes,
+            keda,
         });
         Ok(Self { api, config })
     }
@@ -231,7 +238,13 @@ impl App {
             .map_err(|e| AppError::Listen(format!("listen {}: {e}", self.config.listen)))
     }
 
-    /// Serve on `listener` until `shutdown` completes; also runs the re-evaluation loop.
+    /// KEDA's External Scaler service over this actuator's policies and webhooks.
+    pub fn keda_service(&self) -> ExternalScalerService {
+        ExternalScalerService::new(self.api.engine.clone(), self.api.keda.clone())
+    }
+
+    /// Serve on `listener` until `shutdown` completes; also runs the re-evaluation loop, and
+    /// KEDA's External Scaler when `keda.listen` is set.
     pub async fn serve(
         &self,
         listener: TcpListener,
@@ -252,6 +265,25 @@ impl App {
         // Header-read and idle timeouts and a connection cap keep slow or idle clients from
         // exhausting the process; on shutdown, requests in flight finish (their decisions get
         // audited), idle connections close, and the rest is dropped after the grace period.
+        let keda_stop = tokio_util::sync::CancellationToken::new();
+        let keda = match self.config.keda.listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| AppError::Listen(format!("keda.listen {addr}: {e}")))?;
+                tracing::info!(addr = %addr, "KEDA External Scaler listening (gRPC, plain)");
+                let stop = keda_stop.clone();
+                let service = self.keda_service();
+                Some(tokio::spawn(async move {
+                    if let Err(e) =
+                        crate::keda::serve(l, service, async move { stop.cancelled().await }).await
+                    {
+                        tracing::error!(error = %e, "KEDA External Scaler stopped");
+                    }
+                }))
+            }
+            None => None,
+        };
         let telemetry = self.api.telemetry.clone();
         telemetry.http_connections_init();
         let server = medic_http::Server::new(self.config.http.settings(SHUTDOWN_GRACE))
@@ -266,6 +298,12 @@ impl App {
         server
             .serve(listener, warp::service(routes(self.api.clone())), shutdown)
             .await;
+        keda_stop.cancel();
+        if let Some(task) = keda {
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                tracing::warn!("the KEDA External Scaler did not stop within the grace period");
+            }
+        }
         // Decisions whose client hung up, and a re-evaluation round in progress, finish and are
         // audited before the process exits.
         let unfinished = self.api.engine.shutdown(SHUTDOWN_GRACE).await;

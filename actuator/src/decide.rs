@@ -23,6 +23,8 @@ pub enum Trigger {
     Api,
     /// The end of a broker action, reported by its background task.
     Executor,
+    /// A change of a group's activity pushed to KEDA (or a KEDA request that was refused).
+    Keda,
 }
 
 /// The lag alert as far as the decision is concerned.
@@ -378,6 +380,7 @@ mod tests {
             partition_cap: None,
             lag_threshold: None,
             sustain: None,
+            scaler: crate::policy::Scaler::Actuator,
         }
     }
 

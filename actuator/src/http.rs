@@ -27,6 +27,8 @@ pub struct Api {
     pub telemetry: Arc<Telemetry>,
     /// Largest body.
     pub body_limit: u64,
+    /// What KEDA's External Scaler answers from (fed by the webhook).
+    pub keda: Arc<crate::keda::KedaHub>,
 }
 
 /// Typed rejections; `recover` turns them into `{"error": code, "message": ...}`.
@@ -234,6 +236,15 @@ async fn post_alerts(api: Arc<Api>, body: Bytes) -> Result<warp::reply::Response
     let (payload, alerts) = parse_payload(&body)
         .map_err(|e| warp::reject::custom(ApiError::BadRequest(e.to_string())))?;
     let count = alerts.len();
+    // KEDA's view first: a StreamIsActive push must not wait for the decisions.
+    api.keda
+        .note_webhook(&api.engine, &alerts)
+        .await
+        .map_err(|e| {
+            warp::reject::custom(ApiError::Internal(format!(
+                "{e}; the KEDA state change was not recorded, retry"
+            )))
+        })?;
     // The decision runs on a task of its own: if the client hangs up, it still finishes and is
     // audited; this request only waits for its answer.
     let results = api.engine.submit(alerts).await.map_err(|e| {

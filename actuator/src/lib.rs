@@ -12,6 +12,7 @@ pub mod config;
 pub mod decide;
 pub mod engine;
 pub mod http;
+pub mod keda;
 pub mod policy;
 pub mod reason;
 pub mod telemetry;

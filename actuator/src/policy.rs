@@ -157,6 +157,28 @@ pub struct Policy {
         skip_serializing_if = "Option::is_none"
     )]
     pub sustain: Option<Duration>,
+    /// Who scales the Deployment: `actuator` (default) or `keda` (the actuator never PATCHes
+    /// it and answers KEDA's External Scaler calls instead).
+    #[serde(default, skip_serializing_if = "Scaler::is_actuator")]
+    pub scaler: Scaler,
+}
+
+/// Who scales a policy's Deployment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scaler {
+    /// The actuator PATCHes the scale subresource (today's behaviour).
+    #[default]
+    Actuator,
+    /// A KEDA ScaledObject with an `external`/`external-push` trigger pointing at the
+    /// actuator's gRPC port scales it; the actuator's lag decisions are `scaled_by_keda`.
+    Keda,
+}
+
+impl Scaler {
+    fn is_actuator(&self) -> bool {
+        *self == Scaler::Actuator
+    }
 }
 
 impl Policy {

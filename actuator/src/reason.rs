@@ -30,6 +30,9 @@ pub enum ReasonCode {
     ManagedByAutoscaler,
     /// The autoscaler lookup failed.
     AutoscalerCheckFailed,
+    /// The policy says `scaler: keda`: KEDA scales the Deployment from the actuator's
+    /// External Scaler answers, the actuator never PATCHes it.
+    ScaledByKeda,
     /// Kubernetes answered 403.
     KubeForbidden,
     /// Kubernetes was unreachable or answered 5xx/429.
@@ -97,6 +100,7 @@ impl ReasonCode {
             ReasonCode::OutOfBounds => "out_of_bounds",
             ReasonCode::ManagedByAutoscaler => "managed_by_autoscaler",
             ReasonCode::AutoscalerCheckFailed => "autoscaler_check_failed",
+            ReasonCode::ScaledByKeda => "scaled_by_keda",
             ReasonCode::KubeForbidden => "kube_forbidden",
             ReasonCode::KubeUnavailable => "kube_unavailable",
             ReasonCode::KubeConflict => "kube_conflict",
@@ -144,7 +148,7 @@ impl PartialEq<&str> for ReasonCode {
 mod tests {
     use super::*;
 
-    const ALL: [ReasonCode; 35] = [
+    const ALL: [ReasonCode; 36] = [
         ReasonCode::NoPolicy,
         ReasonCode::Duplicate,
         ReasonCode::Paused,
@@ -155,6 +159,7 @@ mod tests {
         ReasonCode::OutOfBounds,
         ReasonCode::ManagedByAutoscaler,
         ReasonCode::AutoscalerCheckFailed,
+        ReasonCode::ScaledByKeda,
         ReasonCode::KubeForbidden,
         ReasonCode::KubeUnavailable,
         ReasonCode::KubeConflict,

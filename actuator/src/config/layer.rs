@@ -84,6 +84,10 @@ pub struct Layer {
     #[command(flatten)]
     #[serde(default)]
     pub http: HttpLayer,
+    /// KEDA's External Scaler gRPC service.
+    #[command(flatten)]
+    #[serde(default)]
+    pub keda: KedaLayer,
     /// The audit log.
     #[command(flatten)]
     #[serde(default)]
@@ -138,6 +142,15 @@ pub struct TlsLayer {
     /// TLS private key, PEM: PKCS#8, PKCS#1 or SEC1 (with tls.cert_file).
     #[arg(id = "tls.key_file", long = "tls-key-file", value_name = "FILE", value_parser = path)]
     pub key_file: Option<PathBuf>,
+}
+
+/// `keda.*`
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KedaLayer {
+    /// Address and port of KEDA's External Scaler gRPC listener (unset: not served).
+    #[arg(id = "keda.listen", long = "keda-listen", value_name = "ADDR:PORT", value_parser = number::<SocketAddr>)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// `http.*`

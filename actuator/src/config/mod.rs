@@ -72,6 +72,14 @@ pub struct TlsConfig {
     pub key_file: Option<PathBuf>,
 }
 
+/// KEDA's External Scaler gRPC service (off unless `listen` is set).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KedaConfig {
+    /// Address and port of the gRPC listener; unset = not served. Plain HTTP/2 (no TLS yet).
+    pub listen: Option<SocketAddr>,
+}
+
 /// The audit log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -242,6 +250,8 @@ pub struct Config {
     pub body_limit_bytes: u64,
     /// Limits of the HTTP server against slow and idle clients.
     pub http: HttpConfig,
+    /// KEDA's External Scaler gRPC service.
+    pub keda: KedaConfig,
     /// The audit log.
     pub audit: AuditConfig,
     /// The Kubernetes API.
@@ -275,6 +285,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             body_limit_bytes: 1024 * 1024,
             http: HttpConfig::default(),
+            keda: KedaConfig::default(),
             audit: AuditConfig::default(),
             kubernetes: KubernetesConfig::default(),
             prometheus: PrometheusConfig::default(),

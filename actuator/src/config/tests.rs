@@ -267,7 +267,7 @@ fn every_key_has_env_flag_and_a_file_key() {
     let help = cmd.clone().render_long_help().to_string();
     let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
     let keys = keys();
-    assert_eq!(keys.len(), 30, "{keys:?}");
+    assert_eq!(keys.len(), 31, "{keys:?}");
     // Every key of the file is a setting, and the reverse: Config and Layer agree.
     let config_keys: Vec<String> =
         sources::leaves(&serde_json::to_value(Config::default()).unwrap())

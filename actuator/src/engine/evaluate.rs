@@ -10,7 +10,7 @@ use crate::decide::{
     decide, wanted_replicas, AlertInput, Direction, LagDecision, LagReason, LagSource, LastAction,
     Observed, TargetState, Trigger,
 };
-use crate::policy::{PartitionCap, Policy};
+use crate::policy::{PartitionCap, Policy, Scaler};
 use crate::reason::ReasonCode;
 use crate::telemetry;
 
@@ -49,6 +49,19 @@ impl Engine {
         now: Timestamp,
     ) -> (AuditRecord, bool) {
         let target = policy.deployment.clone();
+        if policy.scaler == Scaler::Keda {
+            // KEDA scales this Deployment from the External Scaler's answers: never read nor
+            // PATCH it here, only say so.
+            let record = AuditRecord {
+                target: Some(target.to_string()),
+                reason: Some(ReasonCode::ScaledByKeda),
+                message: format!(
+                    "the policy says scaler: keda; KEDA scales {target} from the External Scaler's answers, the actuator does not change its replicas"
+                ),
+                ..self.alert_record(alert, trigger, Outcome::Skipped, Action::None)
+            };
+            return (record, false);
+        }
         let key = alert.delivery_key();
         let window = self.settings.dedupe_window;
         runtime
