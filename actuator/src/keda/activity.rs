@@ -78,6 +78,37 @@ impl Activity {
         (before != after).then_some(after)
     }
 
+    /// The current entries of `keys`, to put back with [`Activity::restore`] when the audit
+    /// record of a change cannot be written (no state change without its record).
+    pub fn checkpoint(
+        &self,
+        keys: &[GroupKey],
+    ) -> Vec<(GroupKey, Option<HashMap<String, Timestamp>>)> {
+        let Ok(firing) = self.firing.lock() else {
+            return Vec::new();
+        };
+        keys.iter()
+            .map(|k| (k.clone(), firing.get(k).cloned()))
+            .collect()
+    }
+
+    /// Put back what [`Activity::checkpoint`] saved.
+    pub fn restore(&self, saved: Vec<(GroupKey, Option<HashMap<String, Timestamp>>)>) {
+        let Ok(mut firing) = self.firing.lock() else {
+            return;
+        };
+        for (k, v) in saved {
+            match v {
+                Some(v) => {
+                    firing.insert(k, v);
+                }
+                None => {
+                    firing.remove(&k);
+                }
+            }
+        }
+    }
+
     /// Wake every `StreamIsActive` so it re-reads its group's state.
     pub fn publish(&self) {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
@@ -126,5 +157,20 @@ mod tests {
         assert!(!a.is_active(&k, t(111)), "not re-sent within the TTL");
         assert_eq!(a.note(&k, "f2", AlertStatus::Resolved, t(30)), Some(false));
         assert!(!a.is_active(&k, t(30)));
+    }
+
+    #[test]
+    fn a_restored_checkpoint_undoes_the_change() {
+        let a = Activity::new(Duration::from_secs(100));
+        let k: GroupKey = ("prod".into(), "orders".into());
+        let saved = a.checkpoint(std::slice::from_ref(&k));
+        assert_eq!(a.note(&k, "f1", AlertStatus::Firing, t(0)), Some(true));
+        a.restore(saved);
+        assert!(!a.is_active(&k, t(1)), "the unaudited change is undone");
+        assert_eq!(
+            a.note(&k, "f1", AlertStatus::Firing, t(2)),
+            Some(true),
+            "the retry is a change again, so it gets its record"
+        );
     }
 }

@@ -39,6 +39,14 @@ impl KedaHub {
     /// pushed to every `StreamIsActive`.
     pub async fn note_webhook(&self, engine: &Engine, alerts: &[Alert]) -> Result<(), AuditError> {
         let now = engine.now();
+        let keys: Vec<GroupKey> = alerts
+            .iter()
+            .filter_map(|a| match a {
+                Alert::Lag(l) => Some((l.cluster.clone(), l.consumergroup.clone())),
+                _ => None,
+            })
+            .collect();
+        let saved = self.activity.checkpoint(&keys);
         let mut records = Vec::new();
         for a in alerts {
             let Alert::Lag(l) = a else { continue };
@@ -83,7 +91,12 @@ impl KedaHub {
             });
         }
         if !records.is_empty() {
-            engine.audit().append(records).await?;
+            if let Err(e) = engine.audit().append(records).await {
+                // No change without its record: undo it, so Alertmanager's retry is a change
+                // again and gets audited and pushed then.
+                self.activity.restore(saved);
+                return Err(e);
+            }
         }
         self.activity.publish();
         Ok(())
