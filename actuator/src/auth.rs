@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use subtle::ConstantTimeEq;
 
-use crate::config::{read_secret, AuthConfig};
+use crate::config::{check_basic_username, read_secret, AuthConfig};
 
 /// Errors loading credentials.
 #[derive(Debug, thiserror::Error)]
@@ -29,22 +29,6 @@ pub enum AuthError {
         /// Why it is refused.
         why: &'static str,
     },
-}
-
-/// Why a basic-auth user name is unusable, if it is: RFC 7617 splits `user:password` at the
-/// first colon, so a name with a colon never matches; an empty name or a control character
-/// cannot be typed into a client either.
-pub fn check_basic_username(username: &str) -> Result<(), &'static str> {
-    if username.is_empty() {
-        return Err("must not be empty");
-    }
-    if username.contains(':') {
-        return Err("must not contain ':' (HTTP basic auth splits user and password at the first colon, RFC 7617)");
-    }
-    if username.chars().any(char::is_control) {
-        return Err("must not contain control characters");
-    }
-    Ok(())
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {

@@ -454,7 +454,7 @@ impl Config {
         }
         let a = &self.auth;
         if let Some(user) = &a.basic_username {
-            if let Err(why) = crate::auth::check_basic_username(user) {
+            if let Err(why) = check_basic_username(user) {
                 p.push(format!("auth.basic_username: {user:?} {why}"));
             }
         }
@@ -511,6 +511,22 @@ impl Config {
 /// Read a secret file, trimming trailing whitespace (newlines from `echo` or editors).
 pub fn read_secret(path: &Path) -> std::io::Result<String> {
     Ok(std::fs::read_to_string(path)?.trim_end().to_string())
+}
+
+/// Why a basic-auth user name is unusable, if it is: RFC 7617 splits `user:password` at the
+/// first colon, so a name with a colon never matches; an empty name or a control character
+/// cannot be typed into a client either.
+pub fn check_basic_username(username: &str) -> Result<(), &'static str> {
+    if username.is_empty() {
+        return Err("must not be empty");
+    }
+    if username.contains(':') {
+        return Err("must not contain ':' (HTTP basic auth splits user and password at the first colon, RFC 7617)");
+    }
+    if username.chars().any(char::is_control) {
+        return Err("must not contain control characters");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
