@@ -88,6 +88,9 @@ impl Engine {
             target: Some(target.to_string()),
             lag,
             lag_source,
+            // The decision's time: the claim's `at` in the cooldown annotation is the same
+            // instant, so cooldowns read from the audit log and from the annotation agree.
+            ts: now,
             ..self.alert_record(alert, trigger, Outcome::Skipped, Action::None)
         };
         let fail = |mut record: AuditRecord, e: &KubeError| {
