@@ -41,6 +41,9 @@ fn client() -> io::Result<&'static Client> {
     static CLIENT: OnceLock<Result<Client, String>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
+            // The workspace builds reqwest without a default crypto provider; an error only
+            // means one is installed already.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             Client::builder()
                 .timeout(REQUEST_TIMEOUT)
                 .pool_max_idle_per_host(0)
