@@ -5,12 +5,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
+use support::process::Running;
 use support::*;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -18,84 +16,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const DEPLOY: &str = "/apis/apps/v1/namespaces/shop/deployments/orders-consumer";
 const SCALE: &str = "/apis/apps/v1/namespaces/shop/deployments/orders-consumer/scale";
 const ATTEMPTS: usize = 3;
-
-/// The actuator binary with KUBECONFIG set, its log captured; killed on drop.
-struct Actuator {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<Vec<String>>>,
-    cmd: String,
-}
-
-impl Actuator {
-    fn start(config: &std::path::Path, kubeconfig: &std::path::Path) -> Self {
-        let bin = env!("CARGO_BIN_EXE_medic-actuator");
-        let cmd = format!(
-            "KUBECONFIG={} {bin} --config {} --log-format json",
-            kubeconfig.display(),
-            config.display()
-        );
-        let mut child = Command::new(bin)
-            .args([
-                "--config",
-                &config.display().to_string(),
-                "--log-format",
-                "json",
-            ])
-            .env("KUBECONFIG", kubeconfig)
-            // Never the in-cluster config of a CI pod this may run in.
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("KUBERNETES_SERVICE_PORT")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {cmd}: {e}"));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let l = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("medic-actuator listening") {
-                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                        let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or("").to_string());
-                    }
-                }
-                l.lock().unwrap().push(line);
-            }
-        });
-        let Ok(addr) = rx.recv_timeout(Duration::from_secs(60)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd} did not start listening; log:\n{}",
-                log.lock().unwrap().join("\n")
-            );
-        };
-        Self {
-            child,
-            addr,
-            log,
-            cmd,
-        }
-    }
-
-    fn dump(&self) -> String {
-        format!(
-            "command: {}\nlog:\n{}",
-            self.cmd,
-            self.log.lock().unwrap().join("\n")
-        )
-    }
-}
-
-impl Drop for Actuator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn unavailable() -> ResponseTemplate {
     ResponseTemplate::new(503).set_body_json(json!({
@@ -139,7 +59,7 @@ async fn the_kubeconfig_client_retries_only_as_configured() {
         ),
     )
     .unwrap();
-    let run = Actuator::start(&config, &kubeconfig);
+    let run = Running::start_with(&[], &[("KUBECONFIG", kubeconfig.as_path())], &config);
 
     // kube's own retry (if on) would keep the request going for minutes: bound the wait and
     // judge by what the API saw.
@@ -148,7 +68,7 @@ async fn the_kubeconfig_client_retries_only_as_configured() {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
-        .post(format!("http://{}/api/v1/alerts", run.addr))
+        .post(run.url("/api/v1/alerts"))
         .bearer_auth(TOKEN)
         .header("content-type", "application/json")
         .body(payload(

@@ -5,68 +5,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use support::process::*;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Starts the binary as `prefix... medic-actuator --config cfg`, like `Running::start`.
-fn start_with(prefix: &[&str], config: &Path) -> Running {
-    let bin = env!("CARGO_BIN_EXE_medic-actuator");
-    let mut argv: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
-    argv.extend([
-        bin.to_string(),
-        "--config".into(),
-        config.display().to_string(),
-        "--log-format".into(),
-        "json".into(),
-    ]);
-    let cmd = argv.join(" ");
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {cmd}: {e}"));
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let l = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("medic-actuator listening") {
-                let v: Value = serde_json::from_str(&line).unwrap();
-                let _ = tx.send(v["fields"]["addr"].as_str().unwrap().to_string());
-            }
-            l.lock().unwrap().push(line);
-        }
-    });
-    let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(a) => a,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd} did not start listening; log:\n{}",
-                log.lock().unwrap().join("\n")
-            );
-        }
-    };
-    Running {
-        child,
-        addr,
-        log,
-        cmd,
-    }
-}
 
 /// Opens `n` connections that send half a request line and nothing else.
 async fn flood(addr: &str, n: usize) -> Vec<TcpStream> {
@@ -132,7 +76,7 @@ async fn a_flood_of_unfinished_requests_is_closed_and_healthz_answers() {
         &server.uri(),
         "http: {header_read_timeout: 1s, max_connections: 32}\n",
     );
-    let run = start_with(&[], &cfg);
+    let run = Running::start(&cfg);
     let _ = client(); // installs the TLS provider reqwest needs
 
     let flooders = flood(&run.addr, 4 * 32).await;
@@ -201,7 +145,7 @@ async fn with_a_low_open_file_limit_a_flood_does_not_starve_healthz() {
     let server = kube.start().await;
     // Default limits (10s header timeout, 1024 connections); only 128 files may be open.
     let cfg = write_config(&files, &server.uri(), "");
-    let run = start_with(&["prlimit", "--nofile=128:128", "--"], &cfg);
+    let run = Running::start_with(&["prlimit", "--nofile=128:128", "--"], &[], &cfg);
     let _ = client();
 
     let flooders = flood(&run.addr, 300).await;

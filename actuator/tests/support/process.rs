@@ -21,15 +21,32 @@ pub struct Running {
 
 impl Running {
     pub fn start(config: &Path) -> Self {
+        Self::start_with(&[], &[], config)
+    }
+
+    /// As `start`, run as `prefix... medic-actuator ...` (e.g. under `prlimit`) with extra
+    /// environment variables; `KUBERNETES_SERVICE_*` are always removed, so a test never picks up
+    /// the in-cluster config of a CI pod it may run in.
+    pub fn start_with(prefix: &[&str], env: &[(&str, &Path)], config: &Path) -> Self {
         let bin = env!("CARGO_BIN_EXE_medic-actuator");
-        let cmd = format!("{bin} --config {}", config.display());
-        let mut child = Command::new(bin)
-            .args([
-                "--config",
-                &config.display().to_string(),
-                "--log-format",
-                "json",
-            ])
+        let mut argv: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
+        argv.extend([
+            bin.to_string(),
+            "--config".into(),
+            config.display().to_string(),
+            "--log-format".into(),
+            "json".into(),
+        ]);
+        let vars: Vec<String> = env
+            .iter()
+            .map(|(k, v)| format!("{k}={} ", v.display()))
+            .collect();
+        let cmd = format!("{}{}", vars.concat(), argv.join(" "));
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .envs(env.iter().copied())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -42,22 +59,20 @@ impl Running {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("medic-actuator listening") {
-                    let v: Value = serde_json::from_str(&line).unwrap();
-                    let _ = tx.send(v["fields"]["addr"].as_str().unwrap().to_string());
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or("").to_string());
+                    }
                 }
                 l.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "{cmd} did not start listening; log:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
-            }
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd} did not start listening; log:\n{}",
+                log.lock().unwrap().join("\n")
+            );
         };
         Self {
             child,
