@@ -77,12 +77,15 @@ impl ClusterRuntime {
     /// Track a firing alert (keeping when it was first heard of).
     fn track(&mut self, alert: &BrokerAlert, now: Timestamp) {
         if !self.tracked.contains_key(&alert.fingerprint) {
-            let dropped = super::cap_oldest(
-                &mut self.tracked,
+            let dropped = super::oldest(
+                self.tracked.iter(),
                 super::MAX_TRACKED_PER_TARGET - 1,
                 |t: &Tracked| t.last_seen,
             );
-            if dropped > 0 {
+            for k in &dropped {
+                self.tracked.remove(k);
+            }
+            if !dropped.is_empty() {
                 tracing::warn!(
                     cluster = %alert.cluster,
                     limit = super::MAX_TRACKED_PER_TARGET,
@@ -442,7 +445,13 @@ impl BrokerEngine {
         let failed = record.outcome == Outcome::Failed;
         let seq = self.recorder.write(record).await?;
         if !failed {
-            super::cap_oldest(&mut runtime.seen, super::MAX_SEEN - 1, |at: &Timestamp| *at);
+            for k in super::oldest(
+                runtime.seen.iter(),
+                super::MAX_SEEN - 1,
+                |at: &Timestamp| *at,
+            ) {
+                runtime.seen.remove(&k);
+            }
             runtime.seen.insert(key, now);
         }
         if alert.status == AlertStatus::Firing {

@@ -36,53 +36,19 @@ pub(crate) const MAX_SEEN: usize = 4096;
 /// Most firing broker alerts remembered for holding scale-downs.
 pub(crate) const MAX_BROKER_HOLDS: usize = 1024;
 
-/// Keep at most `cap` entries of `map`, forgetting those with the oldest `at` first.
-pub(crate) fn cap_oldest<K, V, M>(map: &mut M, cap: usize, at: impl Fn(&V) -> Timestamp) -> usize
-where
-    K: Clone + Eq + std::hash::Hash + Ord,
-    M: MapLike<K, V>,
-{
-    let over = map.len().saturating_sub(cap);
+/// The keys to forget so that a map keeps at most `cap` entries: those with the oldest `at`.
+pub(crate) fn oldest<'a, K: Clone + Ord + 'a, V: 'a>(
+    entries: impl ExactSizeIterator<Item = (&'a K, &'a V)>,
+    cap: usize,
+    at: impl Fn(&V) -> Timestamp,
+) -> Vec<K> {
+    let over = entries.len().saturating_sub(cap);
     if over == 0 {
-        return 0;
+        return Vec::new();
     }
-    let mut ages: Vec<(Timestamp, K)> = map.entries().map(|(k, v)| (at(v), k.clone())).collect();
+    let mut ages: Vec<(Timestamp, K)> = entries.map(|(k, v)| (at(v), k.clone())).collect();
     ages.sort();
-    for (_, k) in ages.into_iter().take(over) {
-        map.forget(&k);
-    }
-    over
-}
-
-/// The two map types the engine bounds.
-pub(crate) trait MapLike<K, V> {
-    fn len(&self) -> usize;
-    fn entries(&self) -> Box<dyn Iterator<Item = (&K, &V)> + '_>;
-    fn forget(&mut self, k: &K);
-}
-
-impl<K: Eq + std::hash::Hash, V> MapLike<K, V> for HashMap<K, V> {
-    fn len(&self) -> usize {
-        HashMap::len(self)
-    }
-    fn entries(&self) -> Box<dyn Iterator<Item = (&K, &V)> + '_> {
-        Box::new(self.iter())
-    }
-    fn forget(&mut self, k: &K) {
-        self.remove(k);
-    }
-}
-
-impl<K: Ord, V> MapLike<K, V> for BTreeMap<K, V> {
-    fn len(&self) -> usize {
-        BTreeMap::len(self)
-    }
-    fn entries(&self) -> Box<dyn Iterator<Item = (&K, &V)> + '_> {
-        Box::new(self.iter())
-    }
-    fn forget(&mut self, k: &K) {
-        self.remove(k);
-    }
+    ages.into_iter().take(over).map(|(_, k)| k).collect()
 }
 
 /// A clock, so tests can move time.
@@ -583,13 +549,15 @@ impl Engine {
                 let ttl = self.settings.alert_ttl;
                 holds.retain(|_, e| elapsed_within(e.last_seen, now, ttl));
                 if !holds.contains_key(b.fingerprint) {
-                    let dropped =
-                        cap_oldest(&mut *holds, MAX_BROKER_HOLDS - 1, |e: &BrokerEntry| {
-                            e.last_seen
-                        });
-                    if dropped > 0 {
+                    let dropped = oldest(holds.iter(), MAX_BROKER_HOLDS - 1, |e: &BrokerEntry| {
+                        e.last_seen
+                    });
+                    for k in &dropped {
+                        holds.remove(k);
+                    }
+                    if !dropped.is_empty() {
                         tracing::warn!(
-                            dropped,
+                            dropped = dropped.len(),
                             limit = MAX_BROKER_HOLDS,
                             "too many firing broker alerts: forgot the oldest"
                         );
@@ -634,7 +602,9 @@ impl Engine {
                     seen.retain(|_, at| elapsed_within(*at, now, window));
                     let dup = seen.contains_key(&key);
                     if !dup {
-                        cap_oldest(&mut *seen, MAX_SEEN - 1, |at: &Timestamp| *at);
+                        for k in oldest(seen.iter(), MAX_SEEN - 1, |at: &Timestamp| *at) {
+                            seen.remove(&k);
+                        }
                         seen.insert(key, now);
                     }
                     dup
@@ -687,11 +657,13 @@ impl Engine {
         let now = self.now();
         // Firing alerts are re-evaluated on the interval; resolved ones until the target settles.
         if !runtime.tracked.contains_key(&alert.fingerprint) {
-            cap_oldest(
-                &mut runtime.tracked,
+            for k in oldest(
+                runtime.tracked.iter(),
                 MAX_TRACKED_PER_TARGET - 1,
                 |t: &Tracked| t.last_seen,
-            );
+            ) {
+                runtime.tracked.remove(&k);
+            }
         }
         runtime.tracked.insert(
             alert.fingerprint.clone(),
@@ -709,7 +681,9 @@ impl Engine {
         let seq = self.write(record).await?;
         // Only final answers count as "handled": a retryable failure must be retried.
         if !retryable && outcome != Outcome::Failed {
-            cap_oldest(&mut runtime.seen, MAX_SEEN - 1, |at: &Timestamp| *at);
+            for k in oldest(runtime.seen.iter(), MAX_SEEN - 1, |at: &Timestamp| *at) {
+                runtime.seen.remove(&k);
+            }
             runtime.seen.insert(alert.delivery_key(), now);
         }
         Ok(AlertResult {

@@ -9,6 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use tokio::sync::watch;
 
 use crate::alert::AlertStatus;
+use crate::engine::oldest;
 
 /// Most firing fingerprints remembered per group (Alertmanager sends one per label set).
 const MAX_PER_GROUP: usize = 64;
@@ -56,13 +57,9 @@ impl Activity {
         entry.retain(|_, s| fresh(*s, now, ttl));
         match status {
             AlertStatus::Firing => {
-                if !entry.contains_key(fingerprint) && entry.len() >= MAX_PER_GROUP {
-                    if let Some(oldest) = entry
-                        .iter()
-                        .min_by_key(|(_, s)| **s)
-                        .map(|(f, _)| f.clone())
-                    {
-                        entry.remove(&oldest);
+                if !entry.contains_key(fingerprint) {
+                    for f in oldest(entry.iter(), MAX_PER_GROUP - 1, |s: &Timestamp| *s) {
+                        entry.remove(&f);
                     }
                 }
                 entry.insert(fingerprint.to_string(), now);
