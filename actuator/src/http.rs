@@ -236,15 +236,26 @@ async fn post_alerts(api: Arc<Api>, body: Bytes) -> Result<warp::reply::Response
     let (payload, alerts) = parse_payload(&body)
         .map_err(|e| warp::reject::custom(ApiError::BadRequest(e.to_string())))?;
     let count = alerts.len();
-    // KEDA's view first: a StreamIsActive push must not wait for the decisions.
-    api.keda
-        .note_webhook(&api.engine, &alerts)
-        .await
-        .map_err(|e| {
-            warp::reject::custom(ApiError::Internal(format!(
+    // KEDA's view first: a StreamIsActive push must not wait for the decisions. Like the
+    // decisions, it runs on a tracked task, so a client that hangs up cannot cut it between the
+    // state change and its audit record.
+    let (keda, engine, noted) = (api.keda.clone(), api.engine.clone(), alerts.clone());
+    let note = api
+        .engine
+        .spawn_tracked(async move { keda.note_webhook(&engine, &noted).await });
+    match note.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(warp::reject::custom(ApiError::Internal(format!(
                 "{e}; the KEDA state change was not recorded, retry"
-            )))
-        })?;
+            ))))
+        }
+        Err(e) => {
+            return Err(warp::reject::custom(ApiError::Internal(format!(
+                "the KEDA state task ended without an answer: {e}; retry"
+            ))))
+        }
+    }
     // The decision runs on a task of its own: if the client hangs up, it still finishes and is
     // audited; this request only waits for its answer.
     let results = api.engine.submit(alerts).await.map_err(|e| {
