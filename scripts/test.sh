@@ -13,6 +13,10 @@ export TANSU_BIN=${TANSU_BIN:-$MEDIC_TOOLS/tansu}
 # shellcheck disable=SC1091
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 
+# A one-shot build gains nothing from incremental state, which costs as much disk as the
+# build itself.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+
 step() { printf '\n=== %s ===\n' "$*"; }
 
 step "cargo fmt --check"

@@ -364,7 +364,7 @@ pub fn parse_payload(body: &[u8]) -> Result<(WebhookPayload, Vec<Alert>), Payloa
 mod tests {
     use super::*;
 
-    /// A payload the real Alertmanager sent, recorded by `tests/alertmanager.rs`
+    /// A payload the real Alertmanager sent, recorded by `tests/it/alertmanager.rs`
     /// (`recorded_payloads_are_what_alertmanager_sends`; `RECORD=1` records them again).
     fn recorded(name: &str) -> Vec<u8> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -13,6 +13,7 @@ pub mod decide;
 pub mod engine;
 pub mod http;
 pub mod keda;
+pub mod leader;
 pub mod policy;
 pub mod reason;
 pub mod telemetry;

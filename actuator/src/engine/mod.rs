@@ -208,6 +208,8 @@ pub struct Engine {
     clock: Clock,
     recorder: Arc<Recorder>,
     brokers: Arc<broker::BrokerEngine>,
+    /// Whether this replica leads (broker remediation and periodic work run only then).
+    leadership: crate::leader::Leadership,
 }
 
 fn elapsed_within(since: Timestamp, now: Timestamp, window: Duration) -> bool {
@@ -361,7 +363,19 @@ impl Engine {
             clock,
             recorder,
             brokers,
+            leadership: crate::leader::Leadership::always(),
         }
+    }
+
+    /// Replace the leadership view (leader election on). Call before the engine is shared.
+    pub fn with_leadership(mut self, leadership: crate::leader::Leadership) -> Self {
+        self.leadership = leadership;
+        self
+    }
+
+    /// This replica's leadership.
+    pub fn leadership(&self) -> &crate::leader::Leadership {
+        &self.leadership
     }
 
     /// The current time from the engine's clock.

@@ -4,7 +4,7 @@
 //! NotFound and audited, and a `scaler: keda` policy never gets a PATCH.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! audited, nothing is changed, and the gates run as they would with a real backend.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use support::harness::*;
 use support::*;

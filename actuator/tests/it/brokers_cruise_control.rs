@@ -3,7 +3,7 @@
 //! 202 + User-Task-ID, then user_tasks until Completed, CompletedWithError, or a time-out.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! not tracked, re-sent deliveries are deduped, and tracked alerts have a ceiling.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::harness::*;

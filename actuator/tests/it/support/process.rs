@@ -1,5 +1,4 @@
 //! The real medic-actuator binary as a child process, with its log captured.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

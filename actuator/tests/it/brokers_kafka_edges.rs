@@ -3,10 +3,9 @@
 //! for the metadata side.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
 
-mod support;
+use crate::support;
 // Only the broker tests use the fake Kafka broker, so it is not part of `support`.
-#[path = "support/fake_kafka.rs"]
-mod fake_kafka;
+use crate::support::fake_kafka;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The real binary: start-up refusal, restart inside a cooldown, and kill -9 during a burst.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};

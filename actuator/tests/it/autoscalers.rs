@@ -3,7 +3,7 @@
 //! means no claim, no PATCH, and an audit record `skipped/managed_by_autoscaler` naming it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::future::Future;

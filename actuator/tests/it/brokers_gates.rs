@@ -3,10 +3,9 @@
 //! reassignment (ours or anyone's) and acting after it, pause, and dry run per cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 // Only the broker tests use the fake Kafka broker, so it is not part of `support`.
-#[path = "support/fake_kafka.rs"]
-mod fake_kafka;
+use crate::support::fake_kafka;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Shared test helpers: a stateful fake Kubernetes API on wiremock, a fake Prometheus, payloads.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake_kafka;
 pub mod harness;
 pub mod process;
 

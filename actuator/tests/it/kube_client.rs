@@ -3,7 +3,7 @@
 //! `kubernetes.retry_attempts` attempts per request.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,4 @@
 //! An in-process actuator with a movable clock, a fake kube API and a fake Prometheus.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};

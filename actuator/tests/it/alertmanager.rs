@@ -3,7 +3,7 @@
 //! second delivery audited as a duplicate; then the resolved notifications arrive and are audited.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -311,7 +311,7 @@ fn recorded_alerts(ends: Option<&str>) -> (Value, Value) {
 /// alerts: firing and resolved, a single alert and a group of four, a group with one alert
 /// resolved. The test fails when Alertmanager's output drifts from the recordings. To record
 /// them again (e.g. after an Alertmanager upgrade), run
-/// `RECORD=1 cargo test -p medic-actuator --test alertmanager recorded_payloads`
+/// `RECORD=1 cargo test -p medic-actuator --test it alertmanager::recorded_payloads`
 /// and commit the files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_payloads_are_what_alertmanager_sends() {

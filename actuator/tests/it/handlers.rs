@@ -2,7 +2,7 @@
 //! Prometheus (both wiremock), asserting status, body and side effects.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::harness::*;

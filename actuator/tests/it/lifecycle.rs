@@ -2,7 +2,7 @@
 //! failures, through `warp::test` against the fake Kubernetes API and Prometheus.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 

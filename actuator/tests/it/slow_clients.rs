@@ -3,7 +3,7 @@
 //! answering, also with a low open-file limit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,22 @@
+//! The medic-actuator integration tests, in one binary: every file here used to link its own
+//! copy of the actuator, kube, rdkafka and tonic (~40 MB each without debug info, ~260 MB with
+//! it). Run one area with `cargo test -p medic-actuator --test it lifecycle::`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+
+mod support;
+
+mod alertmanager;
+mod autoscalers;
+mod binary;
+mod bounded_memory;
+mod brokers_cruise_control;
+mod brokers_gates;
+mod brokers_kafka;
+mod brokers_kafka_edges;
+mod brokers_log_only;
+mod handlers;
+mod keda;
+mod kube_client;
+mod lifecycle;
+mod slow_clients;
+mod startup_settings;
