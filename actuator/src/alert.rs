@@ -208,6 +208,75 @@ impl BrokerAlert {
     }
 }
 
+/// Alertmanager's fingerprint of an alert's label set (prometheus/common `LabelSet.Fingerprint`):
+/// 64-bit FNV-1a over the labels sorted by name, each name and each value followed by the byte
+/// 0xff, written as 16 hex digits. Equal to the webhook's `fingerprint` when Prometheus adds no
+/// external labels to the alerts it sends.
+pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+    const OFFSET: u64 = 14_695_981_039_346_656_037;
+    const PRIME: u64 = 1_099_511_628_211;
+    let mut h = OFFSET;
+    let mut add = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(PRIME);
+        }
+    };
+    for (name, value) in labels {
+        add(name.as_bytes());
+        add(&[0xff]);
+        add(value.as_bytes());
+        add(&[0xff]);
+    }
+    format!("{h:016x}")
+}
+
+/// Labels of a Prometheus `ALERTS`/`ALERTS_FOR_STATE` series that are not the alert's own.
+pub const SERIES_ONLY_LABELS: [&str; 2] = ["__name__", "alertstate"];
+
+/// The firing broker alert a Prometheus `ALERTS` series stands for, as the webhook path would
+/// build it from Alertmanager's notification: the same kind, cluster, broker and path, the
+/// fingerprint of the alert's labels (the series' without `__name__` and `alertstate`), status
+/// firing, and `starts_at` as given (`ALERTS_FOR_STATE`, or when first seen). `Err` says why a
+/// series cannot be one: not a broker alert, no `cluster`, or a `broker` label that is not a
+/// Kafka broker id.
+pub fn broker_alert_from_series(
+    series: &BTreeMap<String, String>,
+    starts_at: Timestamp,
+) -> Result<BrokerAlert, String> {
+    let labels: BTreeMap<String, String> = series
+        .iter()
+        .filter(|(k, _)| !SERIES_ONLY_LABELS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let alertname = labels.get("alertname").map(String::as_str).unwrap_or("");
+    let kind = BrokerAlertKind::from_alertname(alertname)
+        .ok_or_else(|| format!("{alertname:?} is not a broker alert the actuator acts on"))?;
+    let cluster = labels
+        .get("cluster")
+        .filter(|c| !c.is_empty())
+        .cloned()
+        .ok_or_else(|| format!("{alertname} has no `cluster` label"))?;
+    let broker = labels
+        .get("broker")
+        .and_then(|b| b.parse::<i32>().ok())
+        .ok_or_else(|| {
+            format!(
+                "{alertname} on cluster {cluster}: the broker label {:?} is not a Kafka broker id",
+                labels.get("broker")
+            )
+        })?;
+    Ok(BrokerAlert {
+        kind,
+        fingerprint: fingerprint(&labels),
+        status: AlertStatus::Firing,
+        path: labels.get("path").cloned(),
+        cluster,
+        broker,
+        starts_at,
+    })
+}
+
 /// A broker alert whose `broker` label is missing or not a Kafka broker id: it still holds
 /// scale-downs, and on a cluster with a broker policy it is audited as `bad_broker_label`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -577,5 +646,91 @@ mod tests {
             parse_payload(body).unwrap_err().to_string(),
             "alerts[0] (KafkaBrokerDown): missing label `cluster`"
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod series_tests {
+    use super::*;
+
+    fn recorded(name: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/alertmanager")
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// The fingerprints the real Alertmanager computed for the recorded notifications.
+    #[test]
+    fn fingerprints_are_alertmanagers() {
+        let mut checked = 0;
+        for file in ["brokers-grouped-firing.json", "lag-firing.json"] {
+            let (payload, _) = parse_payload(&recorded(file)).unwrap();
+            for a in &payload.alerts {
+                assert_eq!(fingerprint(&a.labels), a.fingerprint, "{:?}", a.labels);
+                checked += 1;
+            }
+        }
+        assert!(checked >= 5, "{checked}");
+        assert_eq!(fingerprint(&BTreeMap::new()), "cbf29ce484222325");
+    }
+
+    fn series(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// An `ALERTS` series becomes the BrokerAlert the webhook path builds from Alertmanager's
+    /// notification of the same alert (the recorded one: same fingerprint).
+    #[test]
+    fn an_alerts_series_is_the_webhooks_broker_alert() {
+        let (_, alerts) = parse_payload(&recorded("brokers-grouped-firing.json")).unwrap();
+        let from_webhook = alerts
+            .iter()
+            .find_map(|a| match a {
+                Alert::Broker(b) if b.kind == BrokerAlertKind::DiskPressure => Some(b.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let s = series(&[
+            ("__name__", "ALERTS"),
+            ("alertstate", "firing"),
+            ("alertname", "KafkaBrokerDiskPressure"),
+            ("broker", "3"),
+            ("cluster", "east"),
+            ("path", "/var/lib/kafka/data"),
+            ("severity", "warning"),
+        ]);
+        let got = broker_alert_from_series(&s, from_webhook.starts_at).unwrap();
+        assert_eq!(got, from_webhook);
+    }
+
+    #[test]
+    fn series_that_are_not_broker_alerts_are_refused_with_the_reason() {
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let cases = [
+            (
+                series(&[("alertname", "KafkaMedicMassFailure"), ("cluster", "east")]),
+                "\"KafkaMedicMassFailure\" is not a broker alert the actuator acts on",
+            ),
+            (
+                series(&[("alertname", "KafkaBrokerDown"), ("broker", "1")]),
+                "KafkaBrokerDown has no `cluster` label",
+            ),
+            (
+                series(&[
+                    ("alertname", "KafkaBrokerDown"),
+                    ("cluster", "east"),
+                    ("broker", "kafka-0"),
+                ]),
+                "KafkaBrokerDown on cluster east: the broker label Some(\"kafka-0\") is not a Kafka broker id",
+            ),
+        ];
+        for (s, want) in cases {
+            assert_eq!(broker_alert_from_series(&s, at).unwrap_err(), want);
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::audit::topic::TopicSink;
 use crate::audit::{AuditLog, AuditOptions};
 use crate::auth::Auth;
 use crate::backend::kube::{client, Backoff, KubeScaler, RequestObserver};
@@ -82,6 +83,9 @@ pub enum AppError {
     /// them.
     #[error("invalid broker policies:\n  - {}", .0.join("\n  - "))]
     Brokers(Vec<String>),
+    /// Leader election settings that cannot be resolved (no identity).
+    #[error("{0}")]
+    LeaderElection(String),
 }
 
 impl AppError {
@@ -89,7 +93,10 @@ impl AppError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            AppError::Policy(_) | AppError::Auth(_) | AppError::Brokers(_)
+            AppError::Policy(_)
+                | AppError::Auth(_)
+                | AppError::Brokers(_)
+                | AppError::LeaderElection(_)
         )
     }
 }
@@ -100,6 +107,10 @@ pub struct App {
     pub api: Arc<Api>,
     /// The config it was built from.
     pub config: Config,
+    /// The leader election, until [`App::serve`] runs it (`None`: off, or already running).
+    election: std::sync::Mutex<Option<crate::leader::Election>>,
+    /// The Kafka copy of the audit log (`audit.topic.*`), if configured.
+    pub audit_topic: Option<Arc<TopicSink>>,
 }
 
 impl App {
@@ -148,6 +159,29 @@ impl App {
             base: k.retry_backoff,
             max: Duration::from_secs(2),
         };
+        let lease_observer = observer.clone();
+        // The intent of broker actions and their cooldowns: one ConfigMap per cluster in the
+        // actuator's namespace ($POD_NAMESPACE, else the client's: the ServiceAccount's).
+        let intent_namespace = env
+            .get("POD_NAMESPACE")
+            .filter(|n| !n.trim().is_empty())
+            .cloned()
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let intents: Arc<dyn crate::intent::IntentStore> =
+            Arc::new(crate::backend::intent_store::KubeIntentStore::new(
+                client.clone(),
+                intent_namespace,
+                backoff,
+                Some(observer.clone()),
+            ));
+        // Scale actions also become Kubernetes Events on their Deployments (best effort).
+        let scale_events = crate::backend::kube_events::ScaleEvents::start(
+            client.clone(),
+            config.instance_name(env),
+            k.request_timeout,
+            &telemetry,
+            Some(observer.clone()),
+        );
         let kube: Arc<dyn ScaleApi> = Arc::new(
             KubeScaler::new(client, backoff, Some(observer))
                 .with_autoscaler_cache_ttl(k.autoscaler_cache_ttl),
@@ -165,7 +199,14 @@ impl App {
             prom: prom.clone(),
         });
         let t = telemetry.clone();
-        let (audit, recovered) = AuditLog::open(
+        // A copy of every durable record on a Kafka topic (audit.topic.*); the producer does not
+        // connect here, so an unreachable Kafka never holds the start.
+        let audit_topic = if config.audit.topic.enabled() {
+            Some(TopicSink::start(&config.audit.topic, &telemetry).map_err(AppError::Client)?)
+        } else {
+            None
+        };
+        let (audit, recovered) = AuditLog::open_with_sink(
             AuditOptions {
                 path: config.audit.path.clone(),
                 max_bytes: config.audit.max_bytes,
@@ -176,6 +217,9 @@ impl App {
                     .record(elapsed.as_secs_f64());
                 t.counter(telemetry::AUDIT_RECORDS, &[]).increment(n as u64);
             })),
+            audit_topic
+                .clone()
+                .map(|s| Box::new(s) as Box<dyn crate::audit::CommitSink>),
         )?;
         if recovered.torn_bytes > 0 {
             tracing::warn!(
@@ -209,7 +253,18 @@ impl App {
             alert_ttl: config.alert_ttl,
             conflict_retries: config.kubernetes.conflict_retries,
         };
-        let engine = Arc::new(Engine::new(
+        let election = crate::leader::from_config(
+            &config,
+            env,
+            Arc::new(crate::engine::Recorder {
+                audit: audit.clone(),
+                telemetry: telemetry.clone(),
+            }),
+            Some(lease_observer),
+            clock.clone(),
+        )
+        .await?;
+        let engine = Engine::new(
             policies,
             kube,
             prom,
@@ -220,7 +275,17 @@ impl App {
             config.paused,
             clock,
             backends,
-        ));
+        );
+        // With leader election, broker actions and re-evaluation rounds wait for the Lease.
+        let (engine, election) = match election {
+            Some((election, leadership)) => (engine.with_leadership(leadership), Some(election)),
+            None => (engine, None),
+        };
+        let engine = Arc::new(
+            engine
+                .with_scale_events(scale_events)
+                .with_intent_store(intents),
+        );
         let api = Arc::new(Api {
             engine,
             auth,
@@ -228,7 +293,12 @@ impl App {
             body_limit: config.body_limit_bytes,
             keda,
         });
-        Ok(Self { api, config })
+        Ok(Self {
+            api,
+            config,
+            election: std::sync::Mutex::new(election),
+            audit_topic,
+        })
     }
 
     /// Bind the listener (port 0 picks one).
@@ -262,6 +332,18 @@ impl App {
         self.api
             .engine
             .start_reevaluation(self.config.reevaluate_interval);
+        self.api.engine.start_alert_watch();
+        // Broker actions a stopped process left running are taken over on becoming leader.
+        self.api.engine.start_broker_recovery();
+        // Leader election runs until after the engine has drained (the leader keeps renewing
+        // while its last decisions finish), then releases the Lease.
+        let election_stop = tokio_util::sync::CancellationToken::new();
+        let election = self
+            .election
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .map(|e| tokio::spawn(e.run(election_stop.clone())));
         // Header-read and idle timeouts and a connection cap keep slow or idle clients from
         // exhausting the process; on shutdown, requests in flight finish (their decisions get
         // audited), idle connections close, and the rest is dropped after the grace period.
@@ -313,6 +395,28 @@ impl App {
                 "decisions still running after the shutdown grace period"
             );
         }
+        election_stop.cancel();
+        if let Some(task) = election {
+            if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+                tracing::warn!("leader election did not release the Lease within the grace period; another replica takes over when it expires");
+            }
+        }
+        self.flush_sinks(SHUTDOWN_GRACE).await;
         Ok(())
+    }
+
+    /// At shutdown, after the last audit record: send the queued Kubernetes Events (up to
+    /// `grace`) and flush the audit topic (up to `audit.topic.flush_timeout`), logging what
+    /// was left. Returns (Events not sent, records not delivered to the topic).
+    pub async fn flush_sinks(&self, grace: Duration) -> (usize, u64) {
+        let events = match self.api.engine.scale_events() {
+            Some(e) => e.close(grace).await,
+            None => 0,
+        };
+        let topic = match &self.audit_topic {
+            Some(t) => t.flush().await,
+            None => 0,
+        };
+        (events, topic)
     }
 }

@@ -25,6 +25,13 @@ pub enum Trigger {
     Executor,
     /// A change of a group's activity pushed to KEDA (or a KEDA request that was refused).
     Keda,
+    /// A change of this replica's leadership (leader election on a Lease).
+    Election,
+    /// A reload of the configuration: SIGHUP, or a change of the files seen by the watcher.
+    Reload,
+    /// A broker action taken over from its intent (the process that started it stopped): its
+    /// end, audited by the replica that followed it.
+    Recovery,
 }
 
 /// The lag alert as far as the decision is concerned.

@@ -355,7 +355,7 @@ fn parse_audit_query(raw: &str) -> Result<AuditQuery, String> {
         }
         match k.as_str() {
             "target" => out.target = Some(v),
-            "action" => out.action = Some(enum_value(&k, &v, "action (scale_up, scale_down, none, pause, resume, move_leadership, move_replicas, replace_replicas)")?),
+            "action" => out.action = Some(enum_value(&k, &v, "action (scale_up, scale_down, none, pause, resume, move_leadership, move_replicas, replace_replicas, acquire_leadership, lose_leadership, release_leadership, config_reload)")?),
             "outcome" => out.outcome = Some(enum_value(&k, &v, "outcome (applied, skipped, failed, dry_run)")?),
             "reason" => out.reason = Some(v),
             "cluster" => out.cluster = Some(v),
@@ -459,6 +459,9 @@ async fn get_healthz(api: Arc<Api>) -> Result<warp::reply::Response, Rejection> 
         "audit": if audit_ok { "ok".to_string() } else { "the last audit write failed; webhooks are answered 500 until a write succeeds".to_string() },
         "paused": api.engine.paused(),
         "dry_run": api.engine.dry_run(),
+        "leader": api.engine.leadership().status(),
+        // Reloads: a rejected one shows its error here; the process goes on with the old policies.
+        "config": api.engine.config_status(),
     });
     let status = if audit_ok {
         StatusCode::OK

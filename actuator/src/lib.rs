@@ -12,10 +12,12 @@ pub mod config;
 pub mod decide;
 pub mod engine;
 pub mod http;
+pub mod intent;
 pub mod keda;
 pub mod leader;
 pub mod policy;
 pub mod reason;
+pub mod reload;
 pub mod telemetry;
 pub mod tls;
 

@@ -1,8 +1,10 @@
 //! medic-actuator: parse config, init telemetry, build adapters, run.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use medic_actuator::config::ConfigError;
+use medic_actuator::reload::{ConfigSource, Reloader};
 use medic_actuator::{telemetry, App, Config};
 
 async fn shutdown_signal() {
@@ -33,7 +35,8 @@ const CONFIG_ERROR: i32 = 2;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let config = match Config::load(std::env::args_os().skip(1), &env) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let config = match Config::load(args.clone(), &env) {
         Ok(c) => c,
         Err(ConfigError::Help(e)) => e.exit(),
         Err(e) => {
@@ -45,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
     if config.insecure_no_auth {
         tracing::warn!("authentication is OFF (--insecure-no-auth): anyone who can reach the port can scale Deployments");
     }
+    let started_with = config.clone();
     let app = match App::build(config, &env).await {
         Ok(app) => app,
         Err(e) if e.is_config() => {
@@ -54,6 +58,13 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::Error::new(e).context("starting medic-actuator")),
     };
     let listener = app.bind().await?;
+    // Policy reloads on SIGHUP and when the files change (reload.rs).
+    Arc::new(Reloader::new(
+        app.api.engine.clone(),
+        ConfigSource::new(args, env.clone()),
+        started_with,
+    ))
+    .start(app.config.config_watch_interval);
     app.serve(listener, shutdown_signal()).await?;
     Ok(())
 }

@@ -84,6 +84,16 @@ pub enum ReasonCode {
     Cancelled,
     /// Resolved: nothing was pending, or a started action goes on.
     AlertResolved,
+    /// Leader election: this replica does not hold the Lease, so it does not act on brokers.
+    NotLeader,
+    // Configuration reloads and alert sources.
+    /// A reloaded configuration or policy file did not validate: rejected whole, the old one stays.
+    ConfigInvalid,
+    /// A reload changed a setting that only takes effect at start: rejected, the old one stays.
+    RestartRequired,
+    /// Prometheus's `ALERTS` could not be queried: broker alerts come from the webhooks this
+    /// replica received until it answers again.
+    AlertsSourceWebhookFallback,
 }
 
 impl ReasonCode {
@@ -126,6 +136,10 @@ impl ReasonCode {
             ReasonCode::ReassignmentTimeout => "reassignment_timeout",
             ReasonCode::Cancelled => "cancelled",
             ReasonCode::AlertResolved => "alert_resolved",
+            ReasonCode::NotLeader => "not_leader",
+            ReasonCode::ConfigInvalid => "config_invalid",
+            ReasonCode::RestartRequired => "restart_required",
+            ReasonCode::AlertsSourceWebhookFallback => "alerts_source_webhook_fallback",
         }
     }
 }
@@ -148,7 +162,7 @@ impl PartialEq<&str> for ReasonCode {
 mod tests {
     use super::*;
 
-    const ALL: [ReasonCode; 36] = [
+    const ALL: [ReasonCode; 40] = [
         ReasonCode::NoPolicy,
         ReasonCode::Duplicate,
         ReasonCode::Paused,
@@ -185,6 +199,10 @@ mod tests {
         ReasonCode::ReassignmentTimeout,
         ReasonCode::Cancelled,
         ReasonCode::AlertResolved,
+        ReasonCode::NotLeader,
+        ReasonCode::ConfigInvalid,
+        ReasonCode::RestartRequired,
+        ReasonCode::AlertsSourceWebhookFallback,
     ];
 
     /// The audit log format: serde writes exactly `as_str`, reads it back, and every code is

@@ -41,6 +41,12 @@ pub const AUDIT_RECORDS: &str = "medic_actuator_audit_records_total";
 pub const AUDIT_ERRORS: &str = "medic_actuator_audit_write_errors_total";
 /// Torn bytes cut at start.
 pub const AUDIT_TORN: &str = "medic_actuator_audit_torn_bytes";
+/// Audit records for the Kafka topic sink, by result (delivered, dropped, failed).
+pub const AUDIT_TOPIC_RECORDS: &str = "medic_actuator_audit_topic_records_total";
+/// Audit records waiting for Kafka (queued or unacknowledged).
+pub const AUDIT_TOPIC_QUEUE: &str = "medic_actuator_audit_topic_queue";
+/// Kubernetes Events for scale actions, by result (created, failed, dropped).
+pub const KUBE_EVENTS: &str = "medic_actuator_kube_events_total";
 /// Webhook handling latency.
 pub const WEBHOOK_LATENCY: &str = "medic_actuator_webhook_duration_seconds";
 /// Pause switch.
@@ -73,6 +79,12 @@ pub const BUILD_INFO: &str = "medic_actuator_build_info";
 pub const HTTP_CLOSED: &str = "medic_actuator_http_connections_closed_total";
 /// HTTP connections open.
 pub const HTTP_OPEN: &str = "medic_actuator_http_connections_open";
+/// 1 while this replica holds the leader Lease (or always, without leader election).
+pub const LEADER: &str = "medic_actuator_leader";
+/// Configuration reload attempts, by result (applied, rejected, unchanged).
+pub const CONFIG_RELOADS: &str = "medic_actuator_config_reload_total";
+/// Where firing broker alerts come from now: 1 for `source` prometheus or webhook.
+pub const BROKER_ALERTS_SOURCE: &str = "medic_actuator_broker_alerts_source";
 /// Per-group alert threshold override (offsets).
 pub const LAG_THRESHOLD: &str = "medic_consumergroup_lag_threshold";
 /// Per-group alert sustain override (seconds).
@@ -155,6 +167,18 @@ impl Telemetry {
                 AUDIT_ERRORS,
                 "Audit appends that failed; the webhook was answered 500."
             );
+            describe_counter!(
+                AUDIT_TOPIC_RECORDS,
+                "Audit records for the Kafka topic copy, by result: delivered (acknowledged by all in-sync replicas), dropped (the queue was full; the file has it) or failed (not delivered within audit.topic.delivery_timeout, or refused)."
+            );
+            describe_gauge!(
+                AUDIT_TOPIC_QUEUE,
+                "Audit records waiting for Kafka: queued or sent and not yet acknowledged."
+            );
+            describe_counter!(
+                KUBE_EVENTS,
+                "Kubernetes Events for scale actions, by result: created, failed (the API refused it or did not answer in time) or dropped (the queue was full)."
+            );
             describe_gauge!(
                 AUDIT_TORN,
                 Unit::Bytes,
@@ -204,6 +228,18 @@ impl Telemetry {
             );
             describe_counter!(HTTP_CLOSED, "HTTP connections the server closed, by reason (header_timeout: no complete request head in time; idle: no request for idle_timeout; evicted: closed at the connection cap to make room; refused: new connection closed at the cap with every connection busy).");
             describe_gauge!(HTTP_OPEN, "HTTP connections open.");
+            describe_counter!(
+                CONFIG_RELOADS,
+                "Reloads of the configuration and policy files (SIGHUP or a change seen by the watcher), by result: applied, rejected (invalid, or a setting that needs a restart; the old policies stay) or unchanged."
+            );
+            describe_gauge!(
+                BROKER_ALERTS_SOURCE,
+                "Where the leader's firing broker alerts come from, by source: 1 for prometheus (ALERTS, with the webhooks') or webhook (Prometheus cannot be queried: the webhooks this replica received only)."
+            );
+            describe_gauge!(
+                LEADER,
+                "1 while this replica leads (holds the leader Lease; always 1 without leader election), by instance (the election identity)."
+            );
             describe_gauge!(
                 BUILD_INFO,
                 "Always 1; the version label says which build runs."

@@ -1,11 +1,12 @@
 //! The audit log: one JSON line per decision, durable before the webhook is answered.
 
 mod reader;
+pub mod topic;
 mod writer;
 
 pub use crate::reason::ReasonCode;
 pub use reader::{read_log, DEFAULT_LIMIT, MAX_LIMIT};
-pub use writer::{AuditLog, AuditOptions, Recovered};
+pub use writer::{AuditLog, AuditOptions, CommitSink, Recovered};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,14 @@ pub enum Action {
     MoveReplicas,
     /// Broker remediation: a dead broker's replicas re-created on live brokers.
     ReplaceReplicas,
+    /// Leader election: this replica acquired the Lease and leads from now on.
+    AcquireLeadership,
+    /// Leader election: this replica stopped leading (not renewed in time, or overwritten).
+    LoseLeadership,
+    /// Leader election: this replica gave the Lease up on shutdown.
+    ReleaseLeadership,
+    /// The policy file was reloaded (applied), or a reload was refused (failed).
+    ConfigReload,
 }
 
 impl Action {
@@ -91,6 +100,10 @@ impl Action {
             Action::MoveLeadership => "move_leadership",
             Action::MoveReplicas => "move_replicas",
             Action::ReplaceReplicas => "replace_replicas",
+            Action::AcquireLeadership => "acquire_leadership",
+            Action::LoseLeadership => "lose_leadership",
+            Action::ReleaseLeadership => "release_leadership",
+            Action::ConfigReload => "config_reload",
         }
     }
 }
@@ -240,7 +253,7 @@ impl AuditRecord {
 pub struct AuditQuery {
     /// Only this target (`namespace/name`).
     pub target: Option<String>,
-    /// Only this action (scale_up, scale_down, none, pause, resume, move_leadership, move_replicas, replace_replicas).
+    /// Only this action (scale_up, scale_down, none, pause, resume, move_leadership, move_replicas, replace_replicas, acquire_leadership, lose_leadership, release_leadership, config_reload).
     pub action: Option<Action>,
     /// Only this outcome (applied, skipped, failed, dry_run).
     pub outcome: Option<Outcome>,

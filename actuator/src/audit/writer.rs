@@ -38,6 +38,14 @@ pub struct Recovered {
 /// Called after each fsync with its duration and the number of records it made durable.
 pub type CommitObserver = Box<dyn Fn(Duration, usize) + Send>;
 
+/// Receives every record once it is durable, in file order, with its exact line (without the
+/// newline). Called on the writer thread after the batch's callers were answered, so it must
+/// not block: hand the line to a bounded queue and return (see [`super::topic`]).
+pub trait CommitSink: Send {
+    /// One durable record and its line as written to the file.
+    fn committed(&mut self, record: &AuditRecord, line: &[u8]);
+}
+
 struct Job {
     records: Vec<AuditRecord>,
     reply: oneshot::Sender<Result<Vec<u64>, AuditError>>,
@@ -92,8 +100,18 @@ impl AuditLog {
     /// Open (or create) the log, repair a torn tail, read back what is there, and start the writer.
     /// `seq` continues from the highest one found in the current or any kept rotated file.
     pub fn open(
+        options: AuditOptions,
+        observer: Option<CommitObserver>,
+    ) -> Result<(Self, Recovered), AuditError> {
+        Self::open_with_sink(options, observer, None)
+    }
+
+    /// As [`AuditLog::open`], and every durable record is also handed to `sink` (in file
+    /// order, after the file write and fsync that the callers wait for).
+    pub fn open_with_sink(
         mut options: AuditOptions,
         observer: Option<CommitObserver>,
+        sink: Option<Box<dyn CommitSink>>,
     ) -> Result<(Self, Recovered), AuditError> {
         options.max_files = options.max_files.max(1);
         let path = options.path.clone();
@@ -134,6 +152,7 @@ impl AuditLog {
             healthy: healthy.clone(),
             fsyncs: fsyncs.clone(),
             observer,
+            sink,
         };
         std::thread::Builder::new()
             .name("audit-writer".into())
@@ -186,6 +205,7 @@ struct Writer {
     healthy: Arc<AtomicBool>,
     fsyncs: Arc<AtomicU64>,
     observer: Option<CommitObserver>,
+    sink: Option<Box<dyn CommitSink>>,
 }
 
 impl Writer {
@@ -202,16 +222,21 @@ impl Writer {
             buf.clear();
             let start_seq = self.seq;
             let mut seqs: Vec<Vec<u64>> = Vec::with_capacity(batch.len());
+            // Each record's line in `buf` (start, end without the newline), in file order.
+            let mut spans: Vec<(usize, usize)> = Vec::new();
             let mut count = 0;
             for job in &mut batch {
                 let mut mine = Vec::with_capacity(job.records.len());
                 for rec in &mut job.records {
                     self.seq += 1;
                     rec.seq = self.seq;
+                    let start = buf.len();
                     // Serialising our own struct cannot fail; fall back to a marker just in case.
                     if serde_json::to_writer(&mut buf, rec).is_err() {
+                        buf.truncate(start);
                         buf.extend_from_slice(b"{}");
                     }
+                    spans.push((start, buf.len()));
                     buf.push(b'\n');
                     mine.push(self.seq);
                     count += 1;
@@ -239,8 +264,18 @@ impl Writer {
                             self.healthy.store(false, Ordering::Relaxed);
                         }
                     }
+                    let mut done = Vec::with_capacity(batch.len());
                     for (job, seq) in batch.into_iter().zip(seqs) {
                         let _ = job.reply.send(Ok(seq));
+                        done.push(job.records);
+                    }
+                    // The copies (the Kafka topic) come after the answers: they never hold one.
+                    if let Some(sink) = &mut self.sink {
+                        for (rec, (start, end)) in done.iter().flatten().zip(&spans) {
+                            if let Some(line) = buf.get(*start..*end) {
+                                sink.committed(rec, line);
+                            }
+                        }
                     }
                 }
                 Err(e) => {
@@ -535,6 +570,70 @@ mod tests {
                 .unwrap(),
             vec![11]
         );
+    }
+
+    /// What a sink was handed: seq, target, line.
+    type Kept = Arc<std::sync::Mutex<Vec<(u64, String, Vec<u8>)>>>;
+
+    /// A sink that keeps what it was handed.
+    struct Keep(Kept);
+
+    impl CommitSink for Keep {
+        fn committed(&mut self, record: &AuditRecord, line: &[u8]) {
+            self.0.lock().unwrap().push((
+                record.seq,
+                record.target.clone().unwrap_or_default(),
+                line.to_vec(),
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sink_gets_every_durable_line_byte_equal_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept: Kept = Kept::default();
+        let (log, _) = AuditLog::open_with_sink(
+            opts(dir.path(), 1 << 30),
+            None,
+            Some(Box::new(Keep(kept.clone()))),
+        )
+        .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let log = log.clone();
+            let target = if i % 2 == 0 { "a/b" } else { "a/c" };
+            tasks.push(tokio::spawn(async move {
+                log.append(vec![
+                    rec(i, target, Outcome::Applied),
+                    rec(i, "x/y", Outcome::Skipped),
+                ])
+                .await
+                .unwrap()
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let text = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+        let lines: Vec<&[u8]> = text.lines().map(str::as_bytes).collect();
+        let kept = kept.lock().unwrap().clone();
+        assert_eq!(kept.len(), 100);
+        assert_eq!(
+            kept.iter()
+                .map(|(_, _, l)| l.as_slice())
+                .collect::<Vec<_>>(),
+            lines,
+            "the same bytes, in file order, without the newline"
+        );
+        assert_eq!(
+            kept.iter().map(|(s, _, _)| *s).collect::<Vec<_>>(),
+            (1..=100).collect::<Vec<u64>>(),
+            "records carry their seq"
+        );
+        for (seq, target, line) in &kept {
+            let r: AuditRecord = serde_json::from_slice(line).unwrap();
+            assert_eq!((r.seq, r.target.unwrap()), (*seq, target.clone()));
+        }
     }
 
     #[tokio::test]

@@ -23,6 +23,9 @@ use super::remediation::{
 use crate::broker::planner::PlanKind;
 use crate::broker::policy::{BackendKind, CruiseControlConnection, DownEndpoint};
 
+/// Prefix of the task id of an action taken over without a recorded User-Task-ID.
+const UNRECORDED: &str = "unrecorded-";
+
 /// The Cruise Control client.
 pub struct CruiseControl {
     http: reqwest::Client,
@@ -258,6 +261,15 @@ impl CruiseControl {
     }
 
     async fn poll_inner(&self, id: &str) -> Result<Progress, BackendError> {
+        if id.starts_with(UNRECORDED) {
+            // Taken over without its User-Task-ID: Cruise Control's executor is all there is.
+            return Ok(match self.executor_state().await? {
+                None => Progress::Done(format!(
+                    "Cruise Control's executor is idle (task {id}: its User-Task-ID was never recorded)"
+                )),
+                Some(s) => Progress::Running(format!("{s} (task {id}: its User-Task-ID was never recorded)")),
+            });
+        }
         let (_, _, body) = self
             .send(Method::GET, "user_tasks", &[("user_task_ids", id.into())])
             .await?;
@@ -334,5 +346,20 @@ impl RemediationBackend for CruiseControl {
 
     fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<String, BackendError>> {
         Box::pin(self.cancel_inner(task_id))
+    }
+
+    /// Cruise Control's tasks live in Cruise Control: polling `user_tasks` works from any
+    /// process. Without a recorded User-Task-ID (the process stopped before Cruise Control
+    /// answered), only its executor's state says whether anything still runs.
+    fn resume<'a>(
+        &'a self,
+        action: &'a crate::intent::ActionIntent,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        Box::pin(async move {
+            Ok(action
+                .task_id
+                .clone()
+                .unwrap_or_else(|| format!("{UNRECORDED}{}", action.id)))
+        })
     }
 }

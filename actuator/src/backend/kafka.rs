@@ -9,7 +9,8 @@
 //! - poll: ListPartitionReassignments for the task's partitions; once none is moving,
 //!   ElectLeaders (PREFERRED) for a leadership move, and the throttle is removed;
 //! - cancel: AlterPartitionReassignments with no replicas (Kafka's cancel) and the throttle
-//!   removed.
+//!   removed for every partition that no longer moves (never under a running move);
+//! - resume: take over an action recorded in its intent (moves, throttle) after a restart.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +41,7 @@ use super::remediation::{
 use crate::broker::planner::PlanKind;
 use crate::broker::policy::{BackendKind, KafkaConnection};
 use crate::broker::{Broker, ClusterModel, Disk, Partition};
+use crate::intent::{ActionIntent, ThrottleIntent};
 
 /// The `client_id` of the actuator's requests, as brokers log them.
 pub const CLIENT_ID: &str = "medic-actuator";
@@ -403,6 +405,23 @@ impl KafkaBackend {
         })
     }
 
+    /// The throttle `start` sets for `req`: replica moves with a configured rate, on the live
+    /// brokers of the last metadata (the intent records exactly this before it is set).
+    fn throttle_for(&self, req: &Request) -> Result<Option<Throttle>, BackendError> {
+        let Some(plan) = req.plan.as_ref() else {
+            return Ok(None);
+        };
+        match (req.throttle, plan.kind) {
+            (Some(rate), PlanKind::MoveReplicas | PlanKind::ReplaceReplicas) => {
+                let moving: Vec<&crate::broker::Change> =
+                    plan.changes.iter().filter(|c| c.to != c.from).collect();
+                let live = self.live.lock().map_err(|_| poisoned())?.clone();
+                Ok(Some(Throttle::for_changes(&moving, rate, &live)))
+            }
+            _ => Ok(None),
+        }
+    }
+
     async fn start_inner(&self, req: &Request) -> Result<Started, BackendError> {
         let plan = req.plan.as_ref().ok_or_else(|| {
             BackendError::Refused("the kafka backend needs a plan from the metadata".into())
@@ -410,14 +429,12 @@ impl KafkaBackend {
         let addr = self.admin_addr().await?;
         let moving: Vec<&crate::broker::Change> =
             plan.changes.iter().filter(|c| c.to != c.from).collect();
-        let throttle = match (req.throttle, plan.kind) {
-            (Some(rate), PlanKind::MoveReplicas | PlanKind::ReplaceReplicas) => {
-                let live = self.live.lock().map_err(|_| poisoned())?.clone();
-                let t = Throttle::for_changes(&moving, rate, &live);
+        let throttle = match self.throttle_for(req)? {
+            Some(t) => {
                 t.apply(&self.client, &addr).await?;
                 Some(t)
             }
-            _ => None,
+            None => None,
         };
         let mut rejected = Vec::new();
         let mut refused: BTreeSet<(String, i32)> = BTreeSet::new();
@@ -690,9 +707,73 @@ impl KafkaBackend {
             ),
             Err(e) => format!("cancelling failed: {}", BackendError::from(e)),
         };
-        msg.push_str(&self.unthrottle(&task.throttle, &addr).await);
+        msg.push_str(&self.unthrottle_stopped(&task, &addr).await);
         self.forget(id);
         Ok(msg)
+    }
+
+    /// After a cancel: remove the throttle of the partitions that no longer move, and keep
+    /// (and name) what still throttles a running move.
+    async fn unthrottle_stopped(&self, task: &Task, addr: &str) -> String {
+        let Some(t) = &task.throttle else {
+            return String::new();
+        };
+        let still: BTreeSet<(String, i32)> = match self.ongoing(addr, Some(&task.moving)).await {
+            Ok(s) => s.into_iter().collect(),
+            Err(e) => {
+                return format!(
+                    "; the throttle is kept ({}): whether its partitions still move could not be read: {e}",
+                    t.describe()
+                )
+            }
+        };
+        let (remove, keep) = t.split(&still);
+        let mut msg = self.unthrottle(&Some(remove), addr).await;
+        if !keep.is_empty() {
+            msg = format!(
+                "{msg} for the partitions that stopped; kept for {} partitions still moving ({}): remove it by hand once they finish",
+                still.len(),
+                keep.describe()
+            );
+        }
+        msg
+    }
+
+    /// Register the task of an action recorded in an intent.
+    fn resume_inner(&self, a: &ActionIntent) -> Result<String, BackendError> {
+        let throttle = a
+            .throttle
+            .as_ref()
+            .map(Throttle::from_intent)
+            .transpose()
+            .map_err(|e| {
+                BackendError::Refused(format!("the throttle recorded for {}: {e}", a.id))
+            })?;
+        let moving = a
+            .moves
+            .iter()
+            .filter(|m| m.to != m.from)
+            .map(|m| (m.topic.clone(), m.partition))
+            .collect();
+        let elect = match a.kind {
+            PlanKind::MoveLeadership => a
+                .moves
+                .iter()
+                .map(|m| (m.topic.clone(), m.partition))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let id = a.task_id.clone().unwrap_or_else(|| a.id.clone());
+        self.tasks.lock().map_err(|_| poisoned())?.insert(
+            id.clone(),
+            Task {
+                kind: a.kind,
+                moving,
+                elect,
+                throttle,
+            },
+        );
+        Ok(id)
     }
 }
 
@@ -719,5 +800,16 @@ impl RemediationBackend for KafkaBackend {
 
     fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<String, BackendError>> {
         Box::pin(self.cancel_inner(task_id))
+    }
+
+    fn throttle_plan(&self, req: &Request) -> Result<Option<ThrottleIntent>, BackendError> {
+        Ok(self.throttle_for(req)?.map(|t| t.to_intent()))
+    }
+
+    fn resume<'a>(
+        &'a self,
+        action: &'a ActionIntent,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        Box::pin(async move { self.resume_inner(action) })
     }
 }

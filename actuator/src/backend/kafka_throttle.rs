@@ -18,6 +18,7 @@ use medic_kafka::KafkaClient;
 
 use super::remediation::BackendError;
 use crate::broker::Change;
+use crate::intent::ThrottleIntent;
 
 /// Resource types of IncrementalAlterConfigs.
 const TOPIC: i8 = 2;
@@ -83,6 +84,151 @@ impl Throttle {
             leader,
             follower,
         }
+    }
+
+    /// Whether it throttles nothing (no broker, no topic entry).
+    pub fn is_empty(&self) -> bool {
+        self.brokers.is_empty() && self.leader.is_empty() && self.follower.is_empty()
+    }
+
+    /// As recorded in the action's intent: each broker's rate configs and values, each topic's
+    /// list configs and entries.
+    pub fn to_intent(&self) -> ThrottleIntent {
+        let rate = self.rate.to_string();
+        let brokers = self
+            .brokers
+            .iter()
+            .map(|b| {
+                let configs = RATE_KEYS
+                    .iter()
+                    .map(|k| (k.to_string(), rate.clone()))
+                    .collect();
+                (*b, configs)
+            })
+            .collect();
+        let mut topics: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+        for (key, map) in [
+            (LEADER_REPLICAS, &self.leader),
+            (FOLLOWER_REPLICAS, &self.follower),
+        ] {
+            for (t, list) in map {
+                topics
+                    .entry(t.clone())
+                    .or_default()
+                    .insert(key.to_string(), list.clone());
+            }
+        }
+        ThrottleIntent { brokers, topics }
+    }
+
+    /// The throttle an intent records. Only the configs this tool sets are taken; anything
+    /// else is an error (it would not be removed the way it was set).
+    pub fn from_intent(t: &ThrottleIntent) -> Result<Self, String> {
+        let mut rate: Option<u64> = None;
+        for (b, configs) in &t.brokers {
+            for (k, v) in configs {
+                if !RATE_KEYS.contains(&k.as_str()) {
+                    return Err(format!(
+                        "broker {b}: {k} is not a throttle config this tool sets"
+                    ));
+                }
+                let r: u64 = v
+                    .parse()
+                    .map_err(|e| format!("broker {b}: {k} = {v:?}: {e}"))?;
+                if rate.is_some_and(|x| x != r) {
+                    return Err(format!(
+                        "broker {b}: {k} = {r} differs from the other rates"
+                    ));
+                }
+                rate = Some(r);
+            }
+        }
+        let mut leader = BTreeMap::new();
+        let mut follower = BTreeMap::new();
+        for (topic, configs) in &t.topics {
+            for (k, list) in configs {
+                let map = match k.as_str() {
+                    LEADER_REPLICAS => &mut leader,
+                    FOLLOWER_REPLICAS => &mut follower,
+                    _ => {
+                        return Err(format!(
+                            "topic {topic}: {k} is not a throttle config this tool sets"
+                        ))
+                    }
+                };
+                map.insert(topic.clone(), list.clone());
+            }
+        }
+        Ok(Self {
+            rate: rate.unwrap_or(0),
+            brokers: t.brokers.keys().copied().collect(),
+            leader,
+            follower,
+        })
+    }
+
+    /// Split into what may be removed now and what must stay while `moving` (partitions whose
+    /// reassignment is still in progress) move: never unthrottle a running move (Cruise
+    /// Control #1511). The `partition:broker` entries of a moving partition stay, and so does
+    /// the rate of every broker named in such an entry; everything else may go.
+    pub fn split(&self, moving: &BTreeSet<(String, i32)>) -> (Throttle, Throttle) {
+        let mut remove = Throttle {
+            rate: self.rate,
+            brokers: Vec::new(),
+            leader: BTreeMap::new(),
+            follower: BTreeMap::new(),
+        };
+        let mut keep = remove.clone();
+        let mut busy: BTreeSet<i32> = BTreeSet::new();
+        for (src, dst_remove, dst_keep) in [
+            (&self.leader, &mut remove.leader, &mut keep.leader),
+            (&self.follower, &mut remove.follower, &mut keep.follower),
+        ] {
+            for (topic, list) in src {
+                for entry in list {
+                    let (p, b) = entry.split_once(':').unwrap_or((entry.as_str(), ""));
+                    let still = p
+                        .parse::<i32>()
+                        .map(|p| moving.contains(&(topic.clone(), p)))
+                        // An entry that does not parse is not ours to judge: keep it.
+                        .unwrap_or(true);
+                    let dst = if still {
+                        if let Ok(b) = b.parse::<i32>() {
+                            busy.insert(b);
+                        }
+                        &mut *dst_keep
+                    } else {
+                        &mut *dst_remove
+                    };
+                    dst.entry(topic.clone()).or_default().push(entry.clone());
+                }
+            }
+        }
+        for b in &self.brokers {
+            if busy.contains(b) {
+                keep.brokers.push(*b);
+            } else {
+                remove.brokers.push(*b);
+            }
+        }
+        (remove, keep)
+    }
+
+    /// A short description (`brokers 1,2; logs 0:1,0:3`), for messages.
+    pub fn describe(&self) -> String {
+        let brokers: Vec<String> = self.brokers.iter().map(|b| b.to_string()).collect();
+        let mut topics: BTreeMap<&String, Vec<&String>> = BTreeMap::new();
+        for map in [&self.leader, &self.follower] {
+            for (t, list) in map {
+                topics.entry(t).or_default().extend(list);
+            }
+        }
+        let mut parts = vec![format!("rate on brokers {}", brokers.join(","))];
+        for (t, list) in topics {
+            let list: Vec<&str> = list.iter().map(|s| s.as_str()).collect();
+            parts.push(format!("{t} {}", list.join(",")));
+        }
+        parts.join("; ")
     }
 
     fn topic_resources(&self, op: i8) -> Vec<AlterConfigsResource> {
@@ -263,5 +409,114 @@ mod tests {
         let b = t.broker_resource(4, false);
         assert_eq!(b.configs[0].config_operation, DELETE);
         assert_eq!(b.configs[0].value, None);
+    }
+
+    fn throttle() -> Throttle {
+        Throttle {
+            rate: 1000,
+            brokers: vec![1, 2, 3, 5],
+            leader: BTreeMap::from([
+                ("a".to_string(), vec!["0:1".to_string(), "0:2".to_string()]),
+                ("b".to_string(), vec!["3:2".to_string()]),
+            ]),
+            follower: BTreeMap::from([
+                ("a".to_string(), vec!["0:3".to_string()]),
+                ("b".to_string(), vec!["3:5".to_string()]),
+            ]),
+        }
+    }
+
+    #[test]
+    fn the_intent_names_each_config_and_value_and_reads_back() {
+        let t = throttle();
+        let i = t.to_intent();
+        assert_eq!(
+            serde_json::to_value(&i).unwrap(),
+            serde_json::json!({
+                "brokers": {
+                    "1": {"follower.replication.throttled.rate": "1000", "leader.replication.throttled.rate": "1000"},
+                    "2": {"follower.replication.throttled.rate": "1000", "leader.replication.throttled.rate": "1000"},
+                    "3": {"follower.replication.throttled.rate": "1000", "leader.replication.throttled.rate": "1000"},
+                    "5": {"follower.replication.throttled.rate": "1000", "leader.replication.throttled.rate": "1000"}
+                },
+                "topics": {
+                    "a": {"follower.replication.throttled.replicas": ["0:3"], "leader.replication.throttled.replicas": ["0:1", "0:2"]},
+                    "b": {"follower.replication.throttled.replicas": ["3:5"], "leader.replication.throttled.replicas": ["3:2"]}
+                }
+            })
+        );
+        assert_eq!(Throttle::from_intent(&i).unwrap(), t);
+    }
+
+    #[test]
+    fn an_intent_naming_other_configs_is_refused() {
+        let mut i = throttle().to_intent();
+        i.topics
+            .get_mut("a")
+            .unwrap()
+            .insert("retention.ms".into(), vec!["1".into()]);
+        let e = Throttle::from_intent(&i).unwrap_err();
+        assert_eq!(
+            e,
+            "topic a: retention.ms is not a throttle config this tool sets"
+        );
+        let mut i = throttle().to_intent();
+        i.brokers
+            .get_mut(&1)
+            .unwrap()
+            .insert("log.retention.ms".into(), "1".into());
+        assert!(Throttle::from_intent(&i)
+            .unwrap_err()
+            .contains("log.retention.ms"));
+        let mut i = throttle().to_intent();
+        i.brokers
+            .get_mut(&2)
+            .unwrap()
+            .insert("leader.replication.throttled.rate".into(), "2000".into());
+        assert!(Throttle::from_intent(&i).unwrap_err().contains("differs"));
+    }
+
+    #[test]
+    fn nothing_moving_removes_everything() {
+        let t = throttle();
+        let (remove, keep) = t.split(&BTreeSet::new());
+        assert_eq!(remove, t);
+        assert!(keep.is_empty(), "{keep:?}");
+    }
+
+    #[test]
+    fn a_partition_still_moving_keeps_its_entries_and_its_brokers_rates() {
+        let t = throttle();
+        let moving: BTreeSet<(String, i32)> = [("b".to_string(), 3)].into();
+        let (remove, keep) = t.split(&moving);
+        assert_eq!(
+            keep,
+            Throttle {
+                rate: 1000,
+                brokers: vec![2, 5],
+                leader: BTreeMap::from([("b".to_string(), vec!["3:2".to_string()])]),
+                follower: BTreeMap::from([("b".to_string(), vec!["3:5".to_string()])]),
+            },
+            "b-3 still moves from 2 to 5: their rates and its entries stay"
+        );
+        assert_eq!(
+            remove,
+            Throttle {
+                rate: 1000,
+                brokers: vec![1, 3],
+                leader: BTreeMap::from([(
+                    "a".to_string(),
+                    vec!["0:1".to_string(), "0:2".to_string()]
+                )]),
+                follower: BTreeMap::from([("a".to_string(), vec!["0:3".to_string()])]),
+            },
+            "a-0 is done; broker 2 also sends b-3, so only 1 and 3 lose their rate"
+        );
+        let (remove, keep) = t.split(&[("a".to_string(), 0), ("b".to_string(), 3)].into());
+        assert!(remove.is_empty(), "{remove:?}");
+        assert_eq!(keep, t);
+        // A move of a partition we did not throttle changes nothing.
+        let (remove, _) = t.split(&[("c".to_string(), 0)].into());
+        assert_eq!(remove, t);
     }
 }

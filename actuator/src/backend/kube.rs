@@ -248,6 +248,7 @@ impl KubeScaler {
             .and_then(|r| u32::try_from(r).ok())
             .unwrap_or(0);
         let resource_version = meta.metadata.resource_version.unwrap_or_default();
+        let uid = meta.metadata.uid.clone();
         let raw = meta
             .metadata
             .annotations
@@ -267,6 +268,7 @@ impl KubeScaler {
             replicas,
             resource_version,
             last_action,
+            uid,
         })
     }
 
@@ -550,6 +552,7 @@ mod tests {
                 replicas: 3,
                 resource_version: "41".into(),
                 last_action: Some(action()),
+                uid: None,
             }
         );
     }

@@ -3,9 +3,11 @@
 //! (`kafka`, `cruise_control`, `log_only`), chosen per cluster by [`build`].
 
 pub mod cruise_control;
+pub mod intent_store;
 pub mod kafka;
 pub mod kafka_throttle;
 pub mod kube;
+pub mod kube_events;
 pub mod log_only;
 pub mod prometheus;
 pub mod remediation;
@@ -34,6 +36,8 @@ pub struct TargetView {
     /// The last action recorded in the cooldown annotation, if any.
     /// (An annotation that does not parse is logged, ignored and overwritten.)
     pub last_action: Option<LastAction>,
+    /// The Deployment's uid, when the API returned it (named by the scale's Kubernetes Event).
+    pub uid: Option<String>,
 }
 
 /// Another autoscaler whose `spec.scaleTargetRef` is a Deployment: the actuator leaves that
@@ -180,6 +184,15 @@ pub enum PromError {
     },
 }
 
+/// One firing alert from Prometheus's `ALERTS`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FiringAlert {
+    /// The series' labels (with `alertname`; `__name__` and `alertstate` included as returned).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// When the alert became active, from its `ALERTS_FOR_STATE` series (None: no such series).
+    pub active_at: Option<jiff::Timestamp>,
+}
+
 /// The Prometheus side.
 pub trait MetricsApi: Send + Sync {
     /// The group's total lag (`cluster_consumergroup:kafka_consumergroup_lag:sum`); None if no series.
@@ -201,6 +214,10 @@ pub trait MetricsApi: Send + Sync {
         &'a self,
         cluster: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, PromError>>;
+
+    /// Every firing `KafkaBroker*` alert (`ALERTS{alertstate="firing"}`), each with the time
+    /// it became active (`ALERTS_FOR_STATE`). An error if either query fails.
+    fn firing_broker_alerts(&self) -> BoxFuture<'_, Result<Vec<FiringAlert>, PromError>>;
 }
 
 /// The remediation backend a broker policy asks for (secrets are read here). Kafka requests

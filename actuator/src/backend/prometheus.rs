@@ -1,12 +1,13 @@
 //! Prometheus adapter: fresh group lag, partition count and active broker alerts.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use prometheus_http_query::Client;
 
-use super::{MetricsApi, PromError};
-use crate::alert::BROKER_HOLD_ALERTS;
+use super::{FiringAlert, MetricsApi, PromError};
+use crate::alert::{BROKER_HOLD_ALERTS, SERIES_ONLY_LABELS};
 
 /// The recording rule holding each group's total lag.
 pub const LAG_RULE: &str = "cluster_consumergroup:kafka_consumergroup_lag:sum";
@@ -52,6 +53,28 @@ pub fn broker_alerts_query(cluster: &str) -> String {
     )
 }
 
+/// The alert names of the broker alerts (rules/kafka-medic.rules.yml), as a PromQL regex.
+pub const BROKER_ALERTS_REGEX: &str = "KafkaBroker.*";
+
+/// PromQL for every firing broker alert.
+pub fn firing_broker_alerts_query() -> String {
+    format!("ALERTS{{alertstate=\"firing\",alertname=~\"{BROKER_ALERTS_REGEX}\"}}")
+}
+
+/// PromQL for the time each broker alert became active (its value, in Unix seconds).
+pub fn broker_alerts_for_state_query() -> String {
+    format!("ALERTS_FOR_STATE{{alertname=~\"{BROKER_ALERTS_REGEX}\"}}")
+}
+
+/// A series' labels without those `ALERTS` and `ALERTS_FOR_STATE` differ in.
+fn alert_key(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .filter(|(k, _)| !SERIES_ONLY_LABELS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// The real adapter, over prometheus-http-query.
 #[derive(Clone)]
 pub struct PromClient {
@@ -73,6 +96,38 @@ impl PromClient {
             .map_err(|e| format!("prometheus.url {url:?}: {e}"))?;
         let client = Client::from(http, url).map_err(|e| format!("prometheus.url {url:?}: {e}"))?;
         Ok(Self { client })
+    }
+
+    /// Every series of an instant query: its labels and value.
+    async fn series(
+        &self,
+        query: String,
+    ) -> Result<Vec<(BTreeMap<String, String>, f64)>, PromError> {
+        let fail = |message: String| PromError::Query {
+            query: query.clone(),
+            message,
+        };
+        let result = self
+            .client
+            .query(&query)
+            .get()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let vector = result
+            .data()
+            .as_vector()
+            .ok_or_else(|| fail("expected an instant vector".into()))?;
+        Ok(vector
+            .iter()
+            .map(|s| {
+                let labels = s
+                    .metric()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                (labels, s.sample().value())
+            })
+            .collect())
     }
 
     async fn instant(&self, query: String) -> Result<Vec<(Option<String>, f64)>, PromError> {
@@ -137,6 +192,31 @@ impl MetricsApi for PromClient {
             Ok(samples.into_iter().find_map(|(name, _)| name))
         })
     }
+
+    fn firing_broker_alerts(&self) -> BoxFuture<'_, Result<Vec<FiringAlert>, PromError>> {
+        Box::pin(async move {
+            let (firing, since) = futures::future::join(
+                self.series(firing_broker_alerts_query()),
+                self.series(broker_alerts_for_state_query()),
+            )
+            .await;
+            let since: BTreeMap<_, _> = since?
+                .into_iter()
+                .filter(|(_, v)| v.is_finite() && *v > 0.0)
+                .filter_map(|(labels, v)| {
+                    let at = jiff::Timestamp::from_second(v as i64).ok()?;
+                    Some((alert_key(&labels), at))
+                })
+                .collect();
+            Ok(firing?
+                .into_iter()
+                .map(|(labels, _)| FiringAlert {
+                    active_at: since.get(&alert_key(&labels)).copied(),
+                    labels,
+                })
+                .collect())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +276,78 @@ mod tests {
         assert_eq!(
             p.broker_trouble("prod").await.unwrap(),
             Some("KafkaBrokerDown".into())
+        );
+    }
+
+    /// ALERTS and ALERTS_FOR_STATE are joined on the alert's labels; a firing alert without a
+    /// for-state series has no start; a failing query fails the whole read.
+    #[tokio::test]
+    async fn firing_broker_alerts_join_their_active_time() {
+        let series = |name: &str, broker: &str, state: bool, v: &str| {
+            let mut m = serde_json::json!({"__name__": name, "alertname": "KafkaBrokerDown", "cluster": "prod", "broker": broker});
+            if state {
+                m["alertstate"] = "firing".into();
+            }
+            serde_json::json!({"metric": m, "value": [1800000000.0, v]})
+        };
+        let answer = |result: Vec<serde_json::Value>| serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": result}});
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/api/v1/query"))
+            .and(query_param("query", firing_broker_alerts_query()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(answer(vec![
+                series("ALERTS", "1", true, "1"),
+                series("ALERTS", "2", true, "1"),
+            ])))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/api/v1/query"))
+            .and(query_param("query", broker_alerts_for_state_query()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(answer(vec![
+                series("ALERTS_FOR_STATE", "1", false, "1799996400"),
+                series("ALERTS_FOR_STATE", "9", false, "1799990000"),
+            ])))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let p = PromClient::new(&server.uri(), Duration::from_secs(2)).unwrap();
+        let got = p.firing_broker_alerts().await.unwrap();
+        let brokers: Vec<(String, Option<String>)> = got
+            .iter()
+            .map(|f| {
+                (
+                    f.labels["broker"].clone(),
+                    f.active_at.map(|t| t.to_string()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            brokers,
+            vec![
+                ("1".to_string(), Some("2027-01-15T07:00:00Z".to_string())),
+                ("2".to_string(), None),
+            ]
+        );
+        assert_eq!(got[0].labels["alertstate"], "firing");
+
+        let half = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/api/v1/query"))
+            .and(query_param("query", firing_broker_alerts_query()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(answer(vec![])))
+            .mount(&half)
+            .await;
+        let p = PromClient::new(&half.uri(), Duration::from_secs(2)).unwrap();
+        let err = p.firing_broker_alerts().await.unwrap_err();
+        let PromError::Query { query, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(query, &broker_alerts_for_state_query());
+        assert_eq!(
+            firing_broker_alerts_query(),
+            r#"ALERTS{alertstate="firing",alertname=~"KafkaBroker.*"}"#
         );
     }
 

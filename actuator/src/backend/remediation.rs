@@ -9,6 +9,7 @@ use medic_kafka::KafkaError;
 use crate::broker::planner::{Limits, Plan, PlanKind};
 use crate::broker::policy::BackendKind;
 use crate::broker::ClusterModel;
+use crate::intent::{ActionIntent, ThrottleIntent};
 use crate::reason::ReasonCode;
 
 /// Errors of a remediation backend.
@@ -133,4 +134,27 @@ pub trait RemediationBackend: Send + Sync {
 
     /// Stop a started action (time-out), and clean up after it.
     fn cancel<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<String, BackendError>>;
+
+    /// The throttle `start` will set for `req`, recorded in the action's intent before it is
+    /// set. None: no throttle, or one the backend's own system sets and removes (Cruise
+    /// Control's `replication_throttle`).
+    fn throttle_plan(&self, _req: &Request) -> Result<Option<ThrottleIntent>, BackendError> {
+        Ok(None)
+    }
+
+    /// Take over an action recorded in an intent (started by a process that stopped): after
+    /// this, `poll` and `cancel` work on the returned task id as on one started here, and
+    /// remove the throttle the intent records (only that) once nothing of it moves.
+    fn resume<'a>(
+        &'a self,
+        action: &'a ActionIntent,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        Box::pin(async move {
+            Err(BackendError::Unsupported(format!(
+                "the {} backend cannot take over action {}",
+                self.kind().as_str(),
+                action.id
+            )))
+        })
+    }
 }

@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::model::{ClusterModel, Disk, Partition};
 
 /// What a plan does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlanKind {
     /// Make other in-sync replicas preferred, then elect the preferred leaders. No data moves.

@@ -112,9 +112,49 @@ pub struct Layer {
     #[arg(id = "alert_ttl", long = "alert-ttl", value_name = "DURATION", value_parser = duration)]
     #[serde(default, with = "humantime_serde")]
     pub alert_ttl: Option<Duration>,
+    /// How often the config and policy files are checked for a change, which is reloaded like
+    /// SIGHUP does (0s: on SIGHUP only).
+    #[arg(id = "config_watch_interval", long = "config-watch-interval", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub config_watch_interval: Option<Duration>,
     /// Log format: auto (json unless stderr is a terminal), json or text (alias: plain).
     #[arg(id = "log_format", long = "log-format", value_name = "FORMAT", value_parser = log_format)]
     pub log_format: Option<LogFormat>,
+    /// Leader election through a Lease.
+    #[command(flatten)]
+    #[serde(default)]
+    pub leader_election: LeaderElectionLayer,
+}
+
+/// `leader_election.*`
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderElectionLayer {
+    /// Run for leadership through a coordination.k8s.io/v1 Lease; off: this replica always
+    /// leads (run one replica).
+    #[arg(id = "leader_election.enabled", long = "leader-election-enabled", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = boolean)]
+    pub enabled: Option<bool>,
+    /// Name of the Lease.
+    #[arg(id = "leader_election.lease_name", long = "leader-election-lease-name", value_name = "NAME", value_parser = text)]
+    pub lease_name: Option<String>,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else the client's namespace).
+    #[arg(id = "leader_election.namespace", long = "leader-election-namespace", value_name = "NAMESPACE", value_parser = text)]
+    pub namespace: Option<String>,
+    /// This replica's identity in the Lease, unique per replica (default: $POD_NAME, else $HOSTNAME).
+    #[arg(id = "leader_election.identity", long = "leader-election-identity", value_name = "NAME", value_parser = text)]
+    pub identity: Option<String>,
+    /// A Lease unchanged for this long (on the observer's clock) may be taken over; whole seconds.
+    #[arg(id = "leader_election.lease_duration", long = "leader-election-lease-duration", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub lease_duration: Option<Duration>,
+    /// The leader steps down when it has not renewed for this long (below lease_duration).
+    #[arg(id = "leader_election.renew_deadline", long = "leader-election-renew-deadline", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub renew_deadline: Option<Duration>,
+    /// Time between attempts to acquire or renew (below renew_deadline).
+    #[arg(id = "leader_election.retry_period", long = "leader-election-retry-period", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub retry_period: Option<Duration>,
 }
 
 /// `auth.*`
@@ -185,6 +225,95 @@ pub struct AuditLayer {
     /// Rotated audit files kept (at least 1).
     #[arg(id = "audit.max_files", long = "audit-max-files", value_name = "N", value_parser = number::<usize>)]
     pub max_files: Option<usize>,
+    /// A copy of every audit record on a Kafka topic.
+    #[command(flatten)]
+    #[serde(default)]
+    pub topic: AuditTopicLayer,
+}
+
+/// A list of `host:port`: a YAML list, or one string with commas (flags and variables).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(transparent)]
+pub struct ServerList(pub Vec<String>);
+
+impl ServerList {
+    fn parse(s: &str) -> Self {
+        Self(
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(String::from)
+                .collect(),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            One(String),
+            Many(Vec<String>),
+        }
+        match Either::deserialize(d) {
+            Ok(Either::One(s)) => Ok(Self::parse(&s)),
+            Ok(Either::Many(v)) => Ok(Self(v.iter().map(|x| x.trim().to_string()).collect())),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a list of host:port, or one string of them separated by commas",
+            )),
+        }
+    }
+}
+
+fn server_list(s: &str) -> Result<ServerList, String> {
+    Ok(ServerList::parse(s))
+}
+
+/// `audit.topic.*`
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditTopicLayer {
+    /// Kafka brokers (host:port, comma separated) for a copy of every audit record on a topic;
+    /// unset: no topic.
+    #[arg(id = "audit.topic.bootstrap_servers", long = "audit-topic-bootstrap-servers", value_name = "HOST:PORT,...", value_parser = server_list)]
+    pub bootstrap_servers: Option<ServerList>,
+    /// The audit topic.
+    #[arg(id = "audit.topic.name", long = "audit-topic-name", value_name = "TOPIC", value_parser = text)]
+    pub name: Option<String>,
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[arg(id = "audit.topic.security_protocol", long = "audit-topic-security-protocol", value_name = "PROTOCOL", value_parser = text)]
+    pub security_protocol: Option<String>,
+    /// CA bundle, PEM (ssl, sasl_ssl).
+    #[arg(id = "audit.topic.tls_ca_file", long = "audit-topic-tls-ca-file", value_name = "FILE", value_parser = path)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate, PEM, for mutual TLS (with audit.topic.tls_key_file).
+    #[arg(id = "audit.topic.tls_cert_file", long = "audit-topic-tls-cert-file", value_name = "FILE", value_parser = path)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Client key, PEM, for mutual TLS (with audit.topic.tls_cert_file).
+    #[arg(id = "audit.topic.tls_key_file", long = "audit-topic-tls-key-file", value_name = "FILE", value_parser = path)]
+    pub tls_key_file: Option<PathBuf>,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (sasl_plaintext, sasl_ssl).
+    #[arg(id = "audit.topic.sasl_mechanism", long = "audit-topic-sasl-mechanism", value_name = "MECHANISM", value_parser = text)]
+    pub sasl_mechanism: Option<String>,
+    /// SASL user.
+    #[arg(id = "audit.topic.sasl_username", long = "audit-topic-sasl-username", value_name = "USER", value_parser = text)]
+    pub sasl_username: Option<String>,
+    /// File holding the SASL password.
+    #[arg(id = "audit.topic.sasl_password_file", long = "audit-topic-sasl-password-file", value_name = "FILE", value_parser = path)]
+    pub sasl_password_file: Option<PathBuf>,
+    /// Most records waiting for Kafka; beyond it a record is dropped from the topic (never from
+    /// the file) and counted.
+    #[arg(id = "audit.topic.queue_capacity", long = "audit-topic-queue-capacity", value_name = "N", value_parser = number::<usize>)]
+    pub queue_capacity: Option<usize>,
+    /// How long the producer retries a record before it counts as failed.
+    #[arg(id = "audit.topic.delivery_timeout", long = "audit-topic-delivery-timeout", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub delivery_timeout: Option<Duration>,
+    /// How long shutdown waits for the records still waiting for Kafka.
+    #[arg(id = "audit.topic.flush_timeout", long = "audit-topic-flush-timeout", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub flush_timeout: Option<Duration>,
 }
 
 /// `kubernetes.*`

@@ -5,6 +5,7 @@
 //! arguments and the environment as values (tests pass a map), reads each source one setting at
 //! a time ([`sources`]), merges them and validates the result, reporting every problem at once.
 
+mod audit_topic;
 mod layer;
 mod sources;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use audit_topic::{AuditTopicConfig, DEFAULT_AUDIT_TOPIC, DEFAULT_AUDIT_TOPIC_QUEUE};
 pub use layer::Layer;
 pub use sources::{command, env_name, keys, Cli, Origin};
 
@@ -90,6 +92,8 @@ pub struct AuditConfig {
     pub max_bytes: u64,
     /// Rotated files to keep (at least 1: the file just rotated is always kept).
     pub max_files: usize,
+    /// A copy of every record on a Kafka topic (off unless `topic.bootstrap_servers` is set).
+    pub topic: AuditTopicConfig,
 }
 
 impl Default for AuditConfig {
@@ -98,6 +102,7 @@ impl Default for AuditConfig {
             path: PathBuf::from("/var/lib/medic-actuator/audit.log"),
             max_bytes: 16 * 1024 * 1024,
             max_files: 5,
+            topic: AuditTopicConfig::default(),
         }
     }
 }
@@ -129,6 +134,7 @@ impl AuditConfig {
                 self.max_files
             ));
         }
+        p.extend(self.topic.problems());
         p
     }
 }
@@ -268,8 +274,14 @@ pub struct Config {
     /// route's repeat_interval).
     #[serde(with = "humantime_serde")]
     pub alert_ttl: Duration,
+    /// How often the config and policy files are checked for a change (reloaded as on SIGHUP);
+    /// 0s: on SIGHUP only.
+    #[serde(with = "humantime_serde")]
+    pub config_watch_interval: Duration,
     /// Log format: auto, json or text (`plain` is accepted for text).
     pub log_format: LogFormat,
+    /// Leader election through a Lease (broker remediation and periodic work on one replica).
+    pub leader_election: crate::leader::LeaderElectionConfig,
 }
 
 impl Default for Config {
@@ -292,7 +304,9 @@ impl Default for Config {
             reevaluate_interval: Duration::from_secs(30),
             dedupe_window: Duration::from_secs(600),
             alert_ttl: Duration::from_secs(6 * 3600),
+            config_watch_interval: Duration::from_secs(5),
             log_format: LogFormat::Auto,
+            leader_election: crate::leader::LeaderElectionConfig::default(),
         }
     }
 }
@@ -415,6 +429,7 @@ impl Config {
             ));
         }
         p.extend(self.audit.problems());
+        p.extend(self.leader_election.problems());
         p.extend(self.http.settings(Duration::ZERO).problems("http."));
         if self.kubernetes.retry_attempts == 0 {
             p.push("kubernetes.retry_attempts: 0 must be at least 1".into());
@@ -497,6 +512,12 @@ impl Config {
             _ => {}
         }
         p
+    }
+
+    /// The config file named by `--config` in `args` or by `MEDIC_ACTUATOR_CONFIG`, if any.
+    pub fn file_of(args: &[OsString], env: &BTreeMap<String, String>) -> Option<PathBuf> {
+        let flag = sources::flags(args).ok().and_then(|(file, _, _)| file);
+        flag.or_else(|| env.get(&format!("{ENV_PREFIX}CONFIG")).map(PathBuf::from))
     }
 
     /// The instance name: `instance`, else $HOSTNAME from `env`, else "medic-actuator".

@@ -267,7 +267,8 @@ fn every_key_has_env_flag_and_a_file_key() {
     let help = cmd.clone().render_long_help().to_string();
     let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
     let keys = keys();
-    assert_eq!(keys.len(), 31, "{keys:?}");
+    // 31, + 12 audit.topic.*, + 1 config_watch_interval, + 7 leader_election.*
+    assert_eq!(keys.len(), 31 + 12 + 1 + 7, "{keys:?}");
     // Every key of the file is a setting, and the reverse: Config and Layer agree.
     let config_keys: Vec<String> =
         sources::leaves(&serde_json::to_value(Config::default()).unwrap())
@@ -442,4 +443,74 @@ fn example_config_is_valid() {
     assert_eq!(c.listen.port(), 9095);
     let p = Policies::load(&dir.join("policies.yaml")).unwrap();
     assert!(p.all().len() >= 2);
+}
+
+#[test]
+fn leader_election_settings_are_checked_each_naming_its_key() {
+    let f = Fixture::new();
+    let base = argv![
+        "--policies-file",
+        f.path("policies.yaml"),
+        "--insecure-no-auth",
+    ];
+    let file = f.write(
+        "le.yaml",
+        "leader_election:\n  enabled: true\n  lease_name: Medic_Lease\n  namespace: ops.team\n  identity: ' '\n  lease_duration: 2500ms\n  renew_deadline: 3s\n  retry_period: 3s\n",
+    );
+    let args = [base.clone(), argv!["--config", file.display().to_string()]].concat();
+    let err = Config::load(&args, &BTreeMap::new()).unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        problems,
+        &vec![
+            "leader_election.lease_name: \"Medic_Lease\" is not a valid Lease name (lowercase RFC 1123 subdomain)".to_string(),
+            "leader_election.namespace: \"ops.team\" is not a valid namespace (lowercase RFC 1123 label)".into(),
+            "leader_election.identity: must not be empty (each replica needs a unique identity)".into(),
+            "leader_election.lease_duration: 2s 500ms must be a whole number of seconds, at least 1s (it is written as the Lease's leaseDurationSeconds)".into(),
+            "leader_election.renew_deadline: 3s must be shorter than leader_election.lease_duration 2s 500ms: the leader must step down before its Lease can expire and another replica takes over".into(),
+            "leader_election.retry_period: 3s must be shorter than leader_election.renew_deadline 3s: the leader needs more than one attempt to renew before it steps down".into(),
+        ]
+    );
+    // Flags and variables reach the same keys; short test settings are accepted.
+    let args = [
+        base.clone(),
+        argv![
+            "--leader-election-enabled",
+            "--leader-election-lease-duration",
+            "3s",
+            "--leader-election-renew-deadline=2s",
+        ],
+    ]
+    .concat();
+    let e = env(&[
+        ("MEDIC_ACTUATOR_LEADER_ELECTION_RETRY_PERIOD", "500ms"),
+        ("MEDIC_ACTUATOR_LEADER_ELECTION_IDENTITY", "actuator-0"),
+    ]);
+    let c = Config::load(&args, &e).unwrap();
+    let le = &c.leader_election;
+    assert!(le.enabled);
+    assert_eq!(
+        (le.lease_duration, le.renew_deadline, le.retry_period),
+        (
+            Duration::from_secs(3),
+            Duration::from_secs(2),
+            Duration::from_millis(500)
+        )
+    );
+    assert_eq!(le.identity.as_deref(), Some("actuator-0"));
+    assert_eq!(le.lease_name, "medic-actuator", "default");
+    // Off by default; a zero retry period is refused on its own.
+    let c = Config::load(&base, &BTreeMap::new()).unwrap();
+    assert!(!c.leader_election.enabled);
+    let e = env(&[("MEDIC_ACTUATOR_LEADER_ELECTION_RETRY_PERIOD", "0s")]);
+    let err = Config::load(&base, &e).unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        problems,
+        &vec!["leader_election.retry_period: 0s must be positive".to_string()]
+    );
 }

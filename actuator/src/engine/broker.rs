@@ -4,13 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock as StdRwLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use super::prom_alerts::AlertOrigin;
 use super::{elapsed_within, AlertResult, Clock, EngineError, Recorder};
 use crate::alert::{AlertStatus, BrokerAlert, BrokerAlertKind, UnlabelledBrokerAlert};
 use crate::audit::{Action, AuditRecord, Outcome, Phase, Recovered};
@@ -50,6 +51,11 @@ pub(super) struct Tracked {
     pub(super) alert: BrokerAlert,
     pub(super) first_seen: Timestamp,
     pub(super) last_seen: Timestamp,
+    /// How this replica first learnt of the alert: a webhook, or Prometheus's `ALERTS`.
+    pub(super) origin: AlertOrigin,
+    /// When Prometheus's `ALERTS` last showed it firing (None: never); such an alert is dropped
+    /// once Prometheus no longer shows it (see `prom_alerts.rs`).
+    pub(super) confirmed: Option<Timestamp>,
 }
 
 /// Our action that is running on a cluster.
@@ -60,6 +66,13 @@ pub(super) struct Running {
     pub(super) task_id: String,
     pub(super) started: Timestamp,
     pub(super) episode: Timestamp,
+    /// The action's id in its intent (`recovery.rs`).
+    pub(super) id: String,
+    /// When it is cancelled if still running.
+    pub(super) deadline: Timestamp,
+    /// Taken over from its intent: the replica that started it (None: started here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) recovered_from: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -71,11 +84,25 @@ pub(super) struct ClusterRuntime {
     pub(super) running: Option<Running>,
     pub(super) known_brokers: Option<usize>,
     pub(super) last_code: HashMap<String, String>,
+    /// The intent object was read (and an action it records taken over) since start-up or
+    /// the last change of leadership (`recovery.rs`).
+    pub(super) reconciled: bool,
+    /// An action whose end is audited but whose intent could not be removed yet, with the
+    /// cooldown entry to record.
+    pub(super) uncleared: Option<(String, Option<crate::intent::CooldownEntry>)>,
 }
 
 impl ClusterRuntime {
-    /// Track a firing alert (keeping when it was first heard of).
-    fn track(&mut self, alert: &BrokerAlert, now: Timestamp) {
+    /// Track a firing alert (keeping when it was first heard of) and return it as tracked: an
+    /// alert first learnt from Prometheus keeps the start it was tracked with (one alert, one
+    /// episode; see `prom_alerts.rs`).
+    pub(super) fn track(&mut self, alert: &BrokerAlert, now: Timestamp) -> BrokerAlert {
+        let twin = self.take_prometheus_twin(alert);
+        let mut alert = alert.clone();
+        if let Some(t) = &twin {
+            alert.starts_at = t.alert.starts_at;
+        }
+        let alert = &alert;
         if !self.tracked.contains_key(&alert.fingerprint) {
             let dropped = super::oldest(
                 self.tracked.iter(),
@@ -94,20 +121,25 @@ impl ClusterRuntime {
             }
             self.forget_codes();
         }
-        let first_seen = self
-            .tracked
-            .get(&alert.fingerprint)
+        let previous = self.tracked.get(&alert.fingerprint).or(twin.as_ref());
+        let first_seen = previous
             .filter(|t| t.alert.starts_at == alert.starts_at)
             .map(|t| t.first_seen)
             .unwrap_or(now);
+        let (origin, confirmed) = previous
+            .map(|t| (t.origin, t.confirmed))
+            .unwrap_or((AlertOrigin::Webhook, None));
         self.tracked.insert(
             alert.fingerprint.clone(),
             Tracked {
                 alert: alert.clone(),
                 first_seen,
                 last_seen: now,
+                origin,
+                confirmed,
             },
         );
+        alert.clone()
     }
 
     /// Forget the last audited code of alerts no longer tracked.
@@ -151,8 +183,13 @@ impl ClusterRuntime {
 pub(super) struct ManagedCluster {
     pub(super) policy: BrokerPolicy,
     pub(super) backend: Arc<dyn RemediationBackend>,
-    pub(super) runtime: Mutex<ClusterRuntime>,
+    /// Shared with the entry a reload puts in its place, so a running action's end lands in
+    /// the runtime in force.
+    pub(super) runtime: Arc<Mutex<ClusterRuntime>>,
 }
+
+/// The clusters with broker remediation, by name.
+pub(super) type ClusterMap = BTreeMap<String, Arc<ManagedCluster>>;
 
 /// Settings shared with the lag side.
 pub(super) struct BrokerSettings {
@@ -168,11 +205,18 @@ pub(super) struct BrokerEngine {
     pub(super) clock: Clock,
     pub(super) settings: BrokerSettings,
     pub(super) paused: Arc<AtomicBool>,
-    pub(super) clusters: BTreeMap<String, Arc<ManagedCluster>>,
+    /// Swapped by a reload (`reload.rs`); read through [`BrokerEngine::clusters`].
+    pub(super) clusters: StdRwLock<Arc<ClusterMap>>,
+    /// Runtimes of clusters a reload removed, given back if one adds them again.
+    pub(super) retired: std::sync::Mutex<BTreeMap<String, Arc<Mutex<ClusterRuntime>>>>,
+    /// Set by [`super::Engine::with_leadership`]; unset: this replica always leads.
+    pub(super) leadership: std::sync::OnceLock<crate::leader::Leadership>,
+    /// Set by [`super::Engine::with_intent_store`]; unset: no durable intent (`recovery.rs`).
+    pub(super) intents: std::sync::OnceLock<Arc<dyn crate::intent::IntentStore>>,
 }
 
 /// What a re-evaluation compares to decide whether a skip is worth a new record.
-fn code_of(record: &AuditRecord) -> String {
+pub(super) fn code_of(record: &AuditRecord) -> String {
     format!(
         "{}:{}",
         record.outcome.as_str(),
@@ -256,7 +300,7 @@ impl BrokerEngine {
                 Arc::new(ManagedCluster {
                     policy: policy.clone(),
                     backend: backend.clone(),
-                    runtime: Mutex::new(runtime),
+                    runtime: Arc::new(Mutex::new(runtime)),
                 }),
             );
         }
@@ -269,12 +313,36 @@ impl BrokerEngine {
             clock,
             settings,
             paused,
-            clusters,
+            clusters: StdRwLock::new(Arc::new(clusters)),
+            retired: std::sync::Mutex::new(BTreeMap::new()),
+            leadership: std::sync::OnceLock::new(),
+            intents: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Whether this replica may start broker actions (it holds the leader Lease, or leader
+    /// election is off).
+    pub(super) fn is_leader(&self) -> bool {
+        self.leadership
+            .get()
+            .is_none_or(crate::leader::Leadership::is_leader)
     }
 
     pub(super) fn now(&self) -> Timestamp {
         (self.clock)()
+    }
+
+    /// The clusters with broker remediation in force (a reload swaps them).
+    pub(super) fn clusters(&self) -> Arc<ClusterMap> {
+        match self.clusters.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// One cluster with broker remediation, if it has a policy.
+    pub(super) fn cluster(&self, name: &str) -> Option<Arc<ManagedCluster>> {
+        self.clusters().get(name).cloned()
     }
 
     /// The effective dry run of a cluster: global, the cluster's, or the log-only backend.
@@ -336,9 +404,10 @@ impl BrokerEngine {
         &self,
         alert: &UnlabelledBrokerAlert,
     ) -> Result<Option<AlertResult>, EngineError> {
-        let Some(cluster) = self.clusters.get(&alert.cluster) else {
+        let Some(cluster) = self.cluster(&alert.cluster) else {
             return Ok(None);
         };
+        let cluster = &cluster;
         let labels = AlertLabels {
             kind: alert.kind,
             status: alert.status,
@@ -378,7 +447,7 @@ impl BrokerEngine {
     ) -> Result<Vec<AlertResult>, EngineError> {
         let now = self.now();
         for alert in alerts.iter().filter(|a| a.status == AlertStatus::Firing) {
-            if let Some(cluster) = self.clusters.get(&alert.cluster) {
+            if let Some(cluster) = self.cluster(&alert.cluster) {
                 cluster.runtime.lock().await.track(alert, now);
             }
         }
@@ -402,7 +471,7 @@ impl BrokerEngine {
         self: &Arc<Self>,
         alert: &BrokerAlert,
     ) -> Result<Option<AlertResult>, EngineError> {
-        let Some(cluster) = self.clusters.get(&alert.cluster).cloned() else {
+        let Some(cluster) = self.cluster(&alert.cluster) else {
             return Ok(None);
         };
         let mut runtime = cluster.runtime.lock().await;
@@ -415,11 +484,11 @@ impl BrokerEngine {
         let seen_recently = runtime.seen.contains_key(&key);
         let record = match alert.status {
             AlertStatus::Firing => {
-                runtime.track(alert, now);
+                let alert = runtime.track(alert, now);
                 self.evaluate(
                     &cluster,
                     &mut runtime,
-                    alert,
+                    &alert,
                     Trigger::Webhook,
                     seen_recently,
                     now,
@@ -533,6 +602,15 @@ impl BrokerEngine {
         now: Timestamp,
     ) -> AuditRecord {
         let mut record = self.base(cluster, alert, trigger, now);
+        if !self.is_leader() {
+            // The alert stays tracked: should this replica lead later, its re-evaluation acts.
+            return skipped(
+                record,
+                ReasonCode::NotLeader,
+                "this replica does not hold the leader Lease; only the leader acts on brokers"
+                    .into(),
+            );
+        }
         let policy = &cluster.policy;
         let snapshot = self.snapshot(runtime, alert, seen_recently, now);
         let alerting = snapshot.alerting().len();
@@ -541,6 +619,17 @@ impl BrokerEngine {
             alerting,
             cluster_size(policy, snapshot.known_brokers),
         );
+        if let Some(s) = precheck_alert(policy, &snapshot, alert, trigger, now) {
+            return skipped(record, s.code(), s.message());
+        }
+        // The intent object before anything may start: an action a stopped process left is
+        // taken over (and holds this one), and the cooldowns other replicas recorded apply
+        // (recovery.rs). A skip above stays valid: reconciling only adds to what holds.
+        if let Err(n) = self.ensure_reconciled(cluster, runtime).await {
+            record.outcome = n.outcome;
+            return skipped(record, n.code, n.message);
+        }
+        let snapshot = self.snapshot(runtime, alert, seen_recently, now);
         if let Some(s) = precheck_alert(policy, &snapshot, alert, trigger, now) {
             return skipped(record, s.code(), s.message());
         }
@@ -621,6 +710,18 @@ impl BrokerEngine {
                 ),
             );
         }
+        if !self.is_leader() {
+            // Leadership was lost while the cluster was being read: nothing starts.
+            record.action = Action::None;
+            return skipped(
+                record,
+                ReasonCode::NotLeader,
+                format!(
+                    "not starting {} on broker {broker}: this replica stopped leading while it looked at the cluster",
+                    kind.as_str()
+                ),
+            );
+        }
         let request = Request {
             kind,
             broker,
@@ -634,16 +735,42 @@ impl BrokerEngine {
             limits: planned.limits,
             throttle: policy.throttle_bytes_per_second,
         };
+        // Nothing acts without a durable record: the intent is written first (recovery.rs).
+        let recheck = |rt: &ClusterRuntime| {
+            precheck_alert(
+                policy,
+                &self.snapshot(rt, alert, seen_recently, now),
+                alert,
+                trigger,
+                now,
+            )
+            .map(|s| (s.code(), s.message()))
+        };
+        let intent = match self
+            .claim(cluster, runtime, alert, &request, now, recheck)
+            .await
+        {
+            Ok(i) => i,
+            Err(n) => {
+                record.outcome = n.outcome;
+                return skipped(record, n.code, n.message);
+            }
+        };
+        let intent_id = intent.as_ref().map(|i| i.id.clone()).unwrap_or_default();
         match cluster.backend.start(&request).await {
             Err(e) => {
                 // A failed start consumes the cluster interval, so a broken backend is not
                 // hammered every re-evaluation.
                 runtime.last_cluster = Some(last);
+                let cleared = self.clear_intent(cluster, runtime, &intent_id, None).await;
                 record.outcome = Outcome::Failed;
                 skipped(
                     record,
                     e.code(),
-                    format!("{} on broker {broker} was not started: {e}", kind.as_str()),
+                    format!(
+                        "{} on broker {broker} was not started: {e}{cleared}",
+                        kind.as_str()
+                    ),
                 )
             }
             Ok(started) => {
@@ -652,8 +779,14 @@ impl BrokerEngine {
                 if let Some(summary) = started.summary {
                     record.plan = Some(summary);
                 }
-                let note = started.note.map(|n| format!(" ({n})")).unwrap_or_default();
+                let note = started
+                    .note
+                    .as_ref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
                 if started.proposal_only {
+                    let cleared = self.clear_intent(cluster, runtime, &intent_id, None).await;
+                    let note = format!("{note}{cleared}");
                     record.outcome = Outcome::DryRun;
                     record.dry_run = true;
                     record.message = format!(
@@ -664,6 +797,11 @@ impl BrokerEngine {
                     runtime.remember_action(last);
                     return record;
                 }
+                let note = format!(
+                    "{note}{}",
+                    self.mark_started(cluster, intent.as_ref(), &started.task_id)
+                        .await
+                );
                 record.outcome = Outcome::Applied;
                 record.message = format!(
                     "started {} via {} (task {}): {what}{note}",
@@ -678,6 +816,11 @@ impl BrokerEngine {
                     task_id: started.task_id,
                     started: now,
                     episode: alert.starts_at,
+                    deadline: intent.as_ref().map(|i| i.deadline).unwrap_or_else(|| {
+                        super::recovery::deadline(now, policy.reassignment_timeout)
+                    }),
+                    id: intent_id,
+                    recovered_from: None,
                 };
                 runtime.running = Some(running.clone());
                 tokio::spawn(
@@ -694,7 +837,8 @@ impl BrokerEngine {
     /// their reason changes.
     pub(super) async fn reevaluate(self: &Arc<Self>) -> Result<usize, EngineError> {
         let mut acted = 0;
-        for cluster in self.clusters.values() {
+        let clusters = self.clusters();
+        for cluster in clusters.values() {
             let mut runtime = cluster.runtime.lock().await;
             let now = self.now();
             let ttl = self.settings.alert_ttl;

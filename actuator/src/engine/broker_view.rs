@@ -61,7 +61,7 @@ impl BrokerEngine {
 
     /// Cooldown and running gauges (before a scrape; skips clusters busy right now).
     pub(super) fn refresh_gauges(&self) {
-        for cluster in self.clusters.values() {
+        for cluster in self.clusters().values() {
             if let Ok(runtime) = cluster.runtime.try_lock() {
                 self.gauges(cluster, &runtime);
             }
@@ -71,7 +71,8 @@ impl BrokerEngine {
     /// The state view of broker remediation.
     pub(super) async fn state(&self) -> serde_json::Value {
         let mut out = Vec::new();
-        for cluster in self.clusters.values() {
+        let clusters = self.clusters();
+        for cluster in clusters.values() {
             let runtime = cluster.runtime.lock().await;
             let tracked: Vec<_> = runtime
                 .tracked
@@ -85,6 +86,8 @@ impl BrokerEngine {
                         "status": t.alert.status,
                         "starts_at": t.alert.starts_at,
                         "last_seen": t.last_seen,
+                        "origin": t.origin,
+                        "confirmed_by_prometheus": t.confirmed,
                     })
                 })
                 .collect();

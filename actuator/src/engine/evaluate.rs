@@ -107,6 +107,9 @@ impl Engine {
                 Err(e) => return fail(base, &e),
             };
             base.from_replicas = Some(view.replicas);
+            if let (Some(events), Some(uid)) = (&self.events, &view.uid) {
+                events.note_uid(&target.to_string(), uid);
+            }
             self.telemetry
                 .gauge(
                     telemetry::TARGET_REPLICAS,

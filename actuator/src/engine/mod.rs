@@ -8,10 +8,17 @@ mod broker_view;
 mod evaluate;
 mod executor;
 mod periodic;
+mod prom_alerts;
+mod recovery;
+mod reload;
+
+pub use prom_alerts::AlertOrigin;
+pub(crate) use reload::leaf_changes;
+pub use reload::{policy_changes, ReloadStatus};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::{Arc, Mutex as StdMutex, RwLock as StdRwLock};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -187,16 +194,23 @@ struct BrokerEntry {
     last_seen: Timestamp,
 }
 
+/// The policies in force and the runtime of each of their targets, swapped whole by a reload
+/// (see `reload.rs`): one snapshot is used from the start of a decision to its end.
+pub(crate) struct Live {
+    pub(crate) policies: Arc<Policies>,
+    targets: HashMap<String, Arc<Mutex<TargetRuntime>>>,
+}
+
 /// The engine.
 pub struct Engine {
-    policies: Policies,
+    /// Policies and per-target runtime, swapped by a reload.
+    live: StdRwLock<Arc<Live>>,
     kube: Arc<dyn ScaleApi>,
     prom: Option<Arc<dyn MetricsApi>>,
     audit: AuditLog,
     telemetry: Arc<Telemetry>,
     settings: EngineSettings,
     paused: Arc<AtomicBool>,
-    targets: HashMap<String, Arc<Mutex<TargetRuntime>>>,
     /// Firing broker alerts that hold scale-downs, by fingerprint.
     holds: StdMutex<HashMap<String, BrokerEntry>>,
     /// Deliveries of alerts that match no policy, for dedupe (bounded).
@@ -210,6 +224,12 @@ pub struct Engine {
     brokers: Arc<broker::BrokerEngine>,
     /// Whether this replica leads (broker remediation and periodic work run only then).
     leadership: crate::leader::Leadership,
+    /// The last configuration reloads (shown in /healthz).
+    reload_status: StdMutex<ReloadStatus>,
+    /// Firing broker alerts from Prometheus's `ALERTS` (level-triggered), see `prom_alerts.rs`.
+    prom_alerts: prom_alerts::PromAlerts,
+    /// Kubernetes Events of scale actions (`backend/kube_events.rs`); none without Kubernetes.
+    events: Option<Arc<crate::backend::kube_events::ScaleEvents>>,
 }
 
 fn elapsed_within(since: Timestamp, now: Timestamp, window: Duration) -> bool {
@@ -348,14 +368,16 @@ impl Engine {
             recovered,
         ));
         Self {
-            policies,
+            live: StdRwLock::new(Arc::new(Live {
+                policies: Arc::new(policies),
+                targets,
+            })),
             kube,
             prom,
             audit,
             telemetry,
             settings,
             paused,
-            targets,
             holds: StdMutex::new(HashMap::new()),
             unmatched: StdMutex::new(HashMap::new()),
             tasks: tokio_util::task::TaskTracker::new(),
@@ -364,11 +386,15 @@ impl Engine {
             recorder,
             brokers,
             leadership: crate::leader::Leadership::always(),
+            reload_status: StdMutex::new(ReloadStatus::default()),
+            prom_alerts: prom_alerts::PromAlerts::default(),
+            events: None,
         }
     }
 
     /// Replace the leadership view (leader election on). Call before the engine is shared.
     pub fn with_leadership(mut self, leadership: crate::leader::Leadership) -> Self {
+        let _ = self.brokers.leadership.set(leadership.clone());
         self.leadership = leadership;
         self
     }
@@ -388,9 +414,17 @@ impl Engine {
         &self.audit
     }
 
-    /// The policies.
-    pub fn policies(&self) -> &Policies {
-        &self.policies
+    /// The policies in force (a reload swaps them; the snapshot returned stays as it is).
+    pub fn policies(&self) -> Arc<Policies> {
+        self.live().policies.clone()
+    }
+
+    /// The policies and target runtimes in force.
+    pub(crate) fn live(&self) -> Arc<Live> {
+        match self.live.read() {
+            Ok(live) => live.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// Whether paused.
@@ -430,7 +464,33 @@ impl Engine {
     }
 
     async fn write(&self, record: AuditRecord) -> Result<u64, EngineError> {
-        self.recorder.write(record).await
+        // A durable scale record also becomes a Kubernetes Event (queued, never awaited).
+        let event = match &self.events {
+            Some(ev) if crate::backend::kube_events::is_scale(&record) => {
+                Some((ev.clone(), record.clone()))
+            }
+            _ => None,
+        };
+        let seq = self.recorder.write(record).await?;
+        if let Some((ev, record)) = event {
+            ev.offer(&record);
+        }
+        Ok(seq)
+    }
+
+    /// Report every scale action as a Kubernetes Event on its Deployment. Call before the
+    /// engine is shared.
+    pub fn with_scale_events(
+        mut self,
+        events: Arc<crate::backend::kube_events::ScaleEvents>,
+    ) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// The Kubernetes Events of scale actions, if on.
+    pub fn scale_events(&self) -> Option<&Arc<crate::backend::kube_events::ScaleEvents>> {
+        self.events.as_ref()
     }
 
     /// Decide one webhook's alerts on a task of their own and wait for the answer. The task
@@ -543,6 +603,8 @@ impl Engine {
         // policy only) after them.
         let mut results: Vec<AlertResult> = lag.into_iter().collect::<Result<_, _>>()?;
         results.extend(brokers?);
+        // Any webhook is a prompt to look at Prometheus's firing broker alerts now.
+        self.prom_alerts.nudge();
         Ok(results)
     }
 
@@ -552,7 +614,7 @@ impl Engine {
         }
         // Only a cluster with a lag policy has a scale-down to hold; anything else would be
         // memory spent on alerts that can never lead to an action or a hold.
-        if !self.policies.all().iter().any(|p| p.cluster == b.cluster) {
+        if !self.policies().all().iter().any(|p| p.cluster == b.cluster) {
             return;
         }
         let Ok(mut holds) = self.holds.lock() else {
@@ -605,7 +667,8 @@ impl Engine {
     }
 
     async fn handle_lag(&self, alert: &LagAlert) -> Result<AlertResult, EngineError> {
-        let Some(policy) = self.policies.get(&alert.cluster, &alert.consumergroup) else {
+        let live = self.live();
+        let Some(policy) = live.policies.get(&alert.cluster, &alert.consumergroup) else {
             // Dedupe like any other delivery: a re-sent alert is audited `duplicate`, and what
             // is remembered for that is bounded by the window and a count.
             let now = self.now();
@@ -664,7 +727,7 @@ impl Engine {
             });
         };
         let target = policy.target();
-        let Some(runtime) = self.targets.get(&target) else {
+        let Some(runtime) = live.targets.get(&target) else {
             return Err(EngineError::Audit(AuditError::Stopped));
         };
         let mut runtime = runtime.lock().await;

@@ -51,11 +51,18 @@ impl Engine {
 
     /// Re-evaluate every tracked alert once (firing ones, and resolved ones until settled).
     pub async fn reevaluate(&self) -> Result<usize, EngineError> {
+        if !self.leadership.is_leader() {
+            // Only the leader re-evaluates (lag and broker alerts alike); a follower's rounds
+            // are skipped whole.
+            tracing::debug!("not the leader: re-evaluation round skipped");
+            return Ok(0);
+        }
         let mut acted = 0;
         let mut firing = 0usize;
         let mut settling = 0usize;
-        for policy in self.policies.all() {
-            let Some(runtime) = self.targets.get(&policy.target()) else {
+        let live = self.live();
+        for policy in live.policies.all() {
+            let Some(runtime) = live.targets.get(&policy.target()) else {
                 continue;
             };
             let mut runtime = runtime.lock().await;
@@ -105,6 +112,9 @@ impl Engine {
                 settling += 1;
             }
         }
+        // Level-triggered: firing broker alerts from Prometheus's ALERTS join those the webhooks
+        // brought before the broker round (prom_alerts.rs).
+        self.look_at_prometheus(false).await?;
         acted += self.brokers.reevaluate().await?;
         self.telemetry
             .gauge(telemetry::TRACKED, &[("state", "firing".into())])
@@ -119,8 +129,9 @@ impl Engine {
     pub fn refresh_gauges(&self) {
         self.brokers.refresh_gauges();
         let now = self.now();
-        for p in self.policies.all() {
-            let Some(runtime) = self.targets.get(&p.target()) else {
+        let live = self.live();
+        for p in live.policies.all() {
+            let Some(runtime) = live.targets.get(&p.target()) else {
                 continue;
             };
             let Ok(runtime) = runtime.try_lock() else {
@@ -142,8 +153,9 @@ impl Engine {
     pub async fn state(&self) -> serde_json::Value {
         let now = self.now();
         let mut targets = Vec::new();
-        for p in self.policies.all() {
-            let Some(runtime) = self.targets.get(&p.target()) else {
+        let live = self.live();
+        for p in live.policies.all() {
+            let Some(runtime) = live.targets.get(&p.target()) else {
                 continue;
             };
             let runtime = runtime.lock().await;
@@ -184,10 +196,11 @@ impl Engine {
             "dry_run": self.settings.dry_run,
             "audit_healthy": self.audit.healthy(),
             // 0 means this actuator can do nothing (it also warned so at start-up).
-            "policies": self.policies.all().len(),
+            "policies": live.policies.all().len(),
             "targets": targets,
             "broker_alerts": brokers,
             "broker_remediation": self.brokers.state().await,
+            "leader": self.leadership.status(),
         })
     }
 }

@@ -48,9 +48,10 @@ impl KedaHub {
             .collect();
         let saved = self.activity.checkpoint(&keys);
         let mut records = Vec::new();
+        let policies = engine.policies();
         for a in alerts {
             let Alert::Lag(l) = a else { continue };
-            let Some(policy) = engine.policies().get(&l.cluster, &l.consumergroup) else {
+            let Some(policy) = policies.get(&l.cluster, &l.consumergroup) else {
                 continue;
             };
             let key: GroupKey = (l.cluster.clone(), l.consumergroup.clone());

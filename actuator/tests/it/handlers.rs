@@ -417,7 +417,7 @@ async fn audit_endpoint_filters_by_target_action_outcome_and_time() {
     assert_eq!(s, 400);
     assert_eq!(
         b["message"],
-        "action=\"explode\" is not a valid action (scale_up, scale_down, none, pause, resume, move_leadership, move_replicas, replace_replicas)"
+        "action=\"explode\" is not a valid action (scale_up, scale_down, none, pause, resume, move_leadership, move_replicas, replace_replicas, acquire_leadership, lose_leadership, release_leadership, config_reload)"
     );
     let (s, b) = get("?since=yesterday").await;
     assert_eq!(s, 400, "{b}");
@@ -630,7 +630,13 @@ async fn healthz_and_metrics_pass_promtool() {
         (s, b),
         (
             200,
-            json!({"status": "ok", "audit": "ok", "paused": false, "dry_run": false})
+            json!({"status": "ok", "audit": "ok", "paused": false, "dry_run": false,
+                // Leader election off: this replica always leads.
+                "leader": {"enabled": false, "is_leader": true, "holder": null, "identity": null,
+                    "lease": null, "since": null},
+                // No reload yet.
+                "config": {"last_reload": null, "last_result": null, "last_error": null,
+                    "last_applied": null}})
         )
     );
     let m = h.metrics().await;

@@ -6,9 +6,11 @@
 mod support;
 
 mod alertmanager;
+mod audit_topic;
 mod autoscalers;
 mod binary;
 mod bounded_memory;
+mod broker_alerts_source;
 mod brokers_cruise_control;
 mod brokers_gates;
 mod brokers_kafka;
@@ -17,6 +19,10 @@ mod brokers_log_only;
 mod handlers;
 mod keda;
 mod kube_client;
+mod kube_events;
+mod leader;
 mod lifecycle;
+mod recovery;
+mod reload;
 mod slow_clients;
 mod startup_settings;

@@ -75,6 +75,9 @@ pub struct State {
     pub refuse: BTreeMap<(String, i32), i16>,
     /// The `client_id` of every request header, in arrival order.
     pub client_ids: Vec<Option<String>>,
+    /// Dynamic configs as IncrementalAlterConfigs left them: (resource type: 2 topic, 4
+    /// broker; name) -> config -> value. A list config SUBTRACTed to nothing is removed.
+    pub configs: BTreeMap<(i8, String), BTreeMap<String, String>>,
 }
 
 #[derive(Clone)]
@@ -204,6 +207,42 @@ impl FakeKafka {
                 }
             }
         }
+    }
+
+    /// Set a dynamic config as an operator would (`kafka-configs --alter`); resource type 2 is
+    /// a topic, 4 a broker.
+    pub fn set_config(&self, resource_type: i8, name: &str, key: &str, value: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .configs
+            .entry((resource_type, name.to_string()))
+            .or_default()
+            .insert(key.to_string(), value.to_string());
+    }
+
+    /// Every replication throttle config set now: (resource type, name) -> config -> value.
+    pub fn throttles(&self) -> BTreeMap<(i8, String), BTreeMap<String, String>> {
+        self.state
+            .lock()
+            .unwrap()
+            .configs
+            .iter()
+            .map(|(k, c)| {
+                let t: BTreeMap<String, String> = c
+                    .iter()
+                    .filter(|(n, _)| n.contains(".replication.throttled."))
+                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .collect();
+                (k.clone(), t)
+            })
+            .filter(|(_, t)| !t.is_empty())
+            .collect()
+    }
+
+    /// Partitions being reassigned now.
+    pub fn ongoing(&self) -> Vec<(String, i32)> {
+        self.state.lock().unwrap().ongoing.keys().cloned().collect()
     }
 
     /// The `client_id` of every request received, in arrival order.
@@ -538,6 +577,54 @@ fn answer(
         ApiKey::IncrementalAlterConfigs => {
             let req = IncrementalAlterConfigsRequest::decode(body, v).unwrap();
             st.log.push((broker, api as i16, Req::Configs(req.clone())));
+            for r in &req.resources {
+                let configs = st
+                    .configs
+                    .entry((r.resource_type, r.resource_name.to_string()))
+                    .or_default();
+                for c in &r.configs {
+                    let name = c.name.to_string();
+                    let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                    let items = |s: &str| -> Vec<String> {
+                        s.split(',')
+                            .filter(|x| !x.is_empty())
+                            .map(str::to_string)
+                            .collect()
+                    };
+                    match c.config_operation {
+                        0 => {
+                            configs.insert(name, value);
+                        }
+                        1 => {
+                            configs.remove(&name);
+                        }
+                        2 => {
+                            let mut list = items(configs.get(&name).map_or("", |s| s.as_str()));
+                            for x in items(&value) {
+                                if !list.contains(&x) {
+                                    list.push(x);
+                                }
+                            }
+                            configs.insert(name, list.join(","));
+                        }
+                        3 => {
+                            let drop = items(&value);
+                            let list: Vec<String> =
+                                items(configs.get(&name).map_or("", |s| s.as_str()))
+                                    .into_iter()
+                                    .filter(|x| !drop.contains(x))
+                                    .collect();
+                            if list.is_empty() {
+                                configs.remove(&name);
+                            } else {
+                                configs.insert(name, list.join(","));
+                            }
+                        }
+                        op => panic!("the fake Kafka got config operation {op}"),
+                    }
+                }
+            }
+            st.configs.retain(|_, c| !c.is_empty());
             let responses = req
                 .resources
                 .iter()

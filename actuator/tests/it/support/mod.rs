@@ -1,6 +1,11 @@
 //! Shared test helpers: a stateful fake Kubernetes API on wiremock, a fake Prometheus, payloads.
 
+pub mod configmap;
+pub mod fake_configmap;
+pub mod fake_events;
 pub mod fake_kafka;
+pub mod fake_lease;
+pub mod fake_prom_alerts;
 pub mod harness;
 pub mod process;
 
@@ -49,6 +54,8 @@ pub struct KubeState {
 #[derive(Clone, Default)]
 pub struct FakeKube {
     pub state: Arc<Mutex<KubeState>>,
+    /// The ConfigMap API on the same server (the intent of broker actions).
+    pub configmaps: fake_configmap::FakeConfigMaps,
 }
 
 fn status(code: u16, reason: &str, message: &str) -> ResponseTemplate {
@@ -105,6 +112,7 @@ impl FakeKube {
         .respond_with(self.clone())
         .mount(&server)
         .await;
+        self.configmaps.mount(&server).await;
         server
     }
 }
@@ -179,6 +187,7 @@ impl Respond for FakeKube {
         }
         let meta = json!({
             "name": name, "namespace": ns, "resourceVersion": dep.rv.to_string(),
+            "uid": format!("uid-{ns}-{name}"),
             "annotations": dep.annotations,
         });
         let respond = |t: ResponseTemplate| t.set_delay(delay);
