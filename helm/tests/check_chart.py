@@ -9,8 +9,13 @@ Steps (each prints ok/FAIL; the script exits 1 if any failed):
   render      `helm template` with the default values and each ci/*-values.yaml
   validate    the output passes `kubernetes-validate --strict` for Kubernetes 1.25 and 1.37
   objects     manifests.check_release: RBAC exactly get/patch on deployments[/scale] in the
-              policies' namespaces for their Deployments, and list on HPAs and ScaledObjects; the token only in Secrets; secure
-              securityContexts, resources and probes; config and policies; PrometheusRule equal
+              policies' namespaces for their Deployments, list on HPAs and ScaledObjects and
+              create on Events there; in the release namespace create + get/update (by name) on
+              the one Lease with leader election, and create + get/update (by name) on the
+              intent ConfigMaps of actuator.brokers; nothing else, no verb more or less; the
+              token only in Secrets; secure securityContexts, resources and probes; POD_NAME and
+              POD_NAMESPACE from the downward API; leader election and the Lease name in the
+              config; the PDB (maxUnavailable 1); config and policies; PrometheusRule equal
               to rules/; dashboards byte-identical; monitors; sidecar; cluster-mode agent; images
   notes       NOTES.txt (helm install --dry-run=client): its Alertmanager config equals
               rules/alertmanager.example.yml but for this release's URL (checked against the
@@ -20,7 +25,9 @@ Steps (each prints ok/FAIL; the script exits 1 if any failed):
               with each broker-id source and with SASL: the sidecar as included, and validated
   binaries    the real medic-agent runs with the rendered sidecar and cluster-mode settings and
               reports the intended cluster, mode and broker id on /healthz; the real
-              medic-actuator starts with the rendered config and policies and enforces the token
+              medic-actuator starts with the rendered config, policies and downward-API
+              environment, reports the intended Lease and identity on /healthz, and enforces
+              the token
   failures    bad values stop `helm template` with a message naming the value
   self-test   each object check reports a deliberately broken manifest; kubernetes-validate
               rejects an unknown field; the notes check reports a changed route
@@ -156,6 +163,9 @@ def case_for(values_files, ns=NAMESPACE):
         "cluster_wide": a["rbac"]["clusterWide"],
         "extra_namespaces": a["rbac"]["extraNamespaces"],
         "replicas": a["replicas"],
+        "leader_election": bool((a["config"].get("leader_election") or {}).get("enabled")),
+        "lease_name": (a["config"].get("leader_election") or {}).get("lease_name") or None,
+        "lease_namespace": (a["config"].get("leader_election") or {}).get("namespace") or None,
         "tls": bool(a["tls"]["existingSecret"]),
         "persistence": a["persistence"]["enabled"],
         "alertmanager_secret": a["auth"]["alertmanagerSecret"] if a["auth"]["alertmanagerSecret"]["namespace"] else None,
@@ -578,6 +588,7 @@ def run_actuator(act_bin, objs, case, tmp, edit_config=None):
              "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", crt])
         config["tls"] = {"cert_file": crt, "key_file": key}
         scheme = "https"
+    rendered_le = copy.deepcopy(config.get("leader_election") or {})
     if edit_config:
         edit_config(config)
     with open(os.path.join(work, "actuator.yaml"), "w") as f:
@@ -585,8 +596,18 @@ def run_actuator(act_bin, objs, case, tmp, edit_config=None):
     # The container's own environment too (RUST_LOG, extraEnv): the actuator rejects an
     # unknown MEDIC_ACTUATOR_* variable.
     dep = [d for d in M.kind(objs, "Deployment") if d["metadata"]["name"].endswith("-actuator")][0]
-    env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0].get("env", []) if "value" in e}
-    env.update({"PATH": "/usr/bin:/bin", "HOSTNAME": "medic-actuator-test"})
+    pod_name = "medic-actuator-test-7d9f8-x2k4q"
+    fields = {"metadata.name": pod_name, "metadata.namespace": case["namespace"]}
+    env = {}
+    for e in dep["spec"]["template"]["spec"]["containers"][0].get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            ref = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+            if ref not in fields:
+                return [f"cannot resolve the actuator's environment variable {e}"]
+            env[e["name"]] = fields[ref]  # what the kubelet's downward API gives the pod
+    env.update({"PATH": "/usr/bin:/bin", "HOSTNAME": pod_name})
     proc = Proc([act_bin, "--config", os.path.join(work, "actuator.yaml")], env, os.path.join(work, "actuator.log"))
     problems = []
     try:
@@ -598,6 +619,17 @@ def run_actuator(act_bin, objs, case, tmp, edit_config=None):
         if err:
             problems.append(f"medic-actuator {err}")
         else:
+            # The election as the binary understood the rendered settings and the pod's
+            # environment (the API server is unreachable here: it runs, but never leads).
+            try:
+                leader = json.loads(got[1]).get("leader") or {}
+            except ValueError:
+                leader = {"unparsed": got[1][:200]}
+            le = rendered_le
+            want = {"enabled": True, "identity": pod_name, "lease": f"{le.get('namespace') or case['namespace']}/{le.get('lease_name')}"} \
+                if le.get("enabled") else {"enabled": False}
+            if {k: leader.get(k) for k in want} != want:
+                problems.append(f"/healthz leader is {leader}, expected {want}")
             st, body = http_get(f"{scheme}://127.0.0.1:{port}/metrics")
             m = re.search(r"^medic_actuator_policies(?:\{[^}]*\})? (\S+)", body, re.M)
             if not m or float(m.group(1)) != len(case["policies"]):
@@ -618,6 +650,10 @@ def run_actuator(act_bin, objs, case, tmp, edit_config=None):
 
 FAILURES = [
     ("replicas 2 with persistence", ["actuator.replicas=2", "actuator.persistence.enabled=true"], "actuator.replicas > 1 needs actuator.persistence.enabled=false"),
+    ("persistence with the default replicas", ["actuator.persistence.enabled=true"], "actuator.replicas > 1 needs actuator.persistence.enabled=false"),
+    ("replicas 2 without leader election", ["actuator.config.leader_election.enabled=false"], "actuator.replicas > 1 needs actuator.config.leader_election.enabled=true"),
+    ("one Lease identity for every replica", ["actuator.config.leader_election.identity=medic-0"], "actuator.config.leader_election.identity cannot be set with actuator.replicas > 1"),
+    ("broker entry without a cluster", ["actuator.brokers[0].backend=log-only"], "actuator.brokers[0]: cluster is required"),
     ("replicas 0", ["actuator.replicas=0"], "actuator.replicas must be at least 1"),
     ("policy without a deployment name", ["actuator.policies[0].cluster=prod", "actuator.policies[0].consumergroup=g", "actuator.policies[0].deployment.namespace=shop"], "actuator.policies[0] (prod/g): deployment needs both namespace and name"),
     ("policy without a deployment", ["actuator.policies[0].cluster=prod", "actuator.policies[0].consumergroup=g"], "actuator.policies[0]: cluster, consumergroup and deployment"),
@@ -652,16 +688,83 @@ def self_test(cases, wrapper, tmp):
     def actuator_container(o):
         return find(o, "Deployment", lambda d: d["metadata"]["name"].endswith("-actuator"))["spec"]["template"]["spec"]["containers"][0]
 
+    def policy_role(o):
+        return find(o, "Role", lambda r: r["metadata"]["name"].endswith("-actuator"))
+
+    def lease_role(o):
+        return find(o, "Role", lambda r: r["metadata"]["name"].endswith(M.LEASE_ROLE_SUFFIX))
+
+    def intents_role(o):
+        return find(o, "Role", lambda r: r["metadata"]["name"].endswith(M.INTENTS_ROLE_SUFFIX))
+
+    def rule_of(role, resource, verb):
+        return [r for r in role["rules"] if resource in r["resources"] and verb in r["verbs"]][0]
+
+    def drop(o, obj):
+        o.remove(obj)
+
+    def env_drop(o, name):
+        c = actuator_container(o)
+        c["env"] = [e for e in c["env"] if e["name"] != name]
+
+    def actuator_cm(o):
+        return find(o, "ConfigMap", lambda c: c["metadata"]["name"].endswith("-actuator"))
+
+    def edit_config(o, fn):
+        cm = actuator_cm(o)
+        c = yaml.safe_load(cm["data"]["actuator.yaml"])
+        fn(c)
+        cm["data"]["actuator.yaml"] = yaml.safe_dump(c)
+
     breaks = [
-        ("Role grants list", lambda o: find(o, "Role")["rules"][0]["verbs"].append("list"), "grants verbs ['list']"),
-        ("Role grants watch on HPAs", lambda o: find(o, "Role")["rules"][2]["verbs"].append("watch"), "grants verbs ['watch'] on horizontalpodautoscalers"),
-        ("list rule limited by resourceNames", lambda o: find(o, "Role")["rules"][3].__setitem__("resourceNames", ["orders-consumer"]), "on a list rule"),
-        ("Role grants pods", lambda o: find(o, "Role")["rules"].append({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}), "grants 'pods'"),
-        ("Role grants a wildcard", lambda o: find(o, "Role")["rules"][1].__setitem__("verbs", ["*"]), "wildcard"),
-        ("Role in a namespace no policy names", lambda o: o.append(dict(copy.deepcopy(find(o, "Role")), metadata=dict(find(o, "Role")["metadata"], namespace="kube-system"))), "expected exactly the policies' namespaces"),
-        ("Role for a Deployment no policy names", lambda o: find(o, "Role")["rules"][0]["resourceNames"].append("api-gateway"), "resourceNames"),
-        ("ClusterRole without clusterWide", lambda o: o.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": dict(find(o, "Role")["metadata"], namespace=None), "rules": find(o, "Role")["rules"]}), "cluster-scoped RBAC rendered without clusterWide"),
+        ("Role grants list", lambda o: policy_role(o)["rules"][0]["verbs"].append("list"), "grants verbs ['list']"),
+        ("Role grants watch on HPAs", lambda o: policy_role(o)["rules"][2]["verbs"].append("watch"), "grants verbs ['watch'] on horizontalpodautoscalers"),
+        ("list rule limited by resourceNames", lambda o: policy_role(o)["rules"][3].__setitem__("resourceNames", ["orders-consumer"]), "on a list rule"),
+        ("Role grants pods", lambda o: policy_role(o)["rules"].append({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}), "grants 'pods'"),
+        ("Role grants a wildcard", lambda o: policy_role(o)["rules"][1].__setitem__("verbs", ["*"]), "wildcard"),
+        ("Role in a namespace no policy names", lambda o: o.append(dict(copy.deepcopy(policy_role(o)), metadata=dict(policy_role(o)["metadata"], namespace="kube-system"))), "expected exactly the policies' namespaces"),
+        ("Role for a Deployment no policy names", lambda o: policy_role(o)["rules"][0]["resourceNames"].append("api-gateway"), "resourceNames"),
+        ("ClusterRole without clusterWide", lambda o: o.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": dict(policy_role(o)["metadata"], namespace=None), "rules": policy_role(o)["rules"]}), "cluster-scoped RBAC rendered without clusterWide"),
         ("RoleBinding to the default ServiceAccount", lambda o: find(o, "RoleBinding")["subjects"][0].__setitem__("name", "default"), "subjects"),
+        # Events in the policy namespaces: create only, by no name.
+        ("Role grants delete on events", lambda o: rule_of(policy_role(o), "events", "create")["verbs"].append("delete"), "grants verbs ['delete'] on events"),
+        ("Role grants patch on events", lambda o: rule_of(policy_role(o), "events", "create")["verbs"].append("patch"), "grants verbs ['patch'] on events"),
+        ("Role without create on events", lambda o: policy_role(o)["rules"].remove(rule_of(policy_role(o), "events", "create")), "missing {('', 'events'): ['create']}"),
+        ("events rule limited by resourceNames", lambda o: rule_of(policy_role(o), "events", "create").__setitem__("resourceNames", ["orders-processor"]), "on a create rule"),
+        ("events granted in the release namespace", lambda o: lease_role(o)["rules"].append({"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}), "grants 'events'"),
+        # The Lease: create by no name, get and update on the one Lease, nothing else.
+        ("Lease Role grants delete", lambda o: rule_of(lease_role(o), "leases", "update")["verbs"].append("delete"), "grants verbs ['delete'] on leases"),
+        ("Lease Role grants list", lambda o: rule_of(lease_role(o), "leases", "create")["verbs"].append("list"), "grants verbs ['list'] on leases"),
+        ("Lease Role grants patch", lambda o: rule_of(lease_role(o), "leases", "update")["verbs"].append("patch"), "grants verbs ['patch'] on leases"),
+        ("Lease Role without update", lambda o: rule_of(lease_role(o), "leases", "update")["verbs"].remove("update"), "missing {('coordination.k8s.io', 'leases'): ['update']}"),
+        ("Lease Role without create", lambda o: lease_role(o)["rules"].remove(rule_of(lease_role(o), "leases", "create")), "missing {('coordination.k8s.io', 'leases'): ['create']}"),
+        ("Lease get/update on any Lease", lambda o: rule_of(lease_role(o), "leases", "get").pop("resourceNames"), "resourceNames None on leases, expected exactly"),
+        ("Lease get/update on another Lease", lambda o: rule_of(lease_role(o), "leases", "get").__setitem__("resourceNames", ["kube-scheduler"]), "on leases, expected exactly"),
+        ("Lease create limited by resourceNames", lambda o: rule_of(lease_role(o), "leases", "create").__setitem__("resourceNames", ["x"]), "on a create rule"),
+        ("Lease Role grants configmaps", lambda o: rule_of(lease_role(o), "leases", "get")["resources"].append("configmaps"), "grants 'configmaps' in API group 'coordination.k8s.io'"),
+        ("Lease Role in another namespace", lambda o: lease_role(o)["metadata"].__setitem__("namespace", "kube-system"), "expected the Lease's namespace"),
+        ("Lease Role missing", lambda o: drop(o, lease_role(o)), "Lease Role(s) rendered, expected 1"),
+        ("Lease RoleBinding missing", lambda o: drop(o, find(o, "RoleBinding", lambda b: b["metadata"]["name"].endswith(M.LEASE_ROLE_SUFFIX))), "no RoleBinding binds it"),
+        ("Lease leases granted in a policy Role", lambda o: policy_role(o)["rules"].append({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get"]}), "grants 'leases'"),
+        # The intent ConfigMaps: create by no name, get and update on the brokers' ones only.
+        ("intent Role grants delete", lambda o: rule_of(intents_role(o), "configmaps", "update")["verbs"].append("delete"), "grants verbs ['delete'] on configmaps"),
+        ("intent Role grants list", lambda o: rule_of(intents_role(o), "configmaps", "create")["verbs"].append("list"), "grants verbs ['list'] on configmaps"),
+        ("intent Role without get", lambda o: rule_of(intents_role(o), "configmaps", "get")["verbs"].remove("get"), "missing {('', 'configmaps'): ['get']}"),
+        ("intent Role without create", lambda o: intents_role(o)["rules"].remove(rule_of(intents_role(o), "configmaps", "create")), "missing {('', 'configmaps'): ['create']}"),
+        ("intent get/update on any ConfigMap", lambda o: rule_of(intents_role(o), "configmaps", "get").pop("resourceNames"), "resourceNames None on configmaps, expected exactly"),
+        ("intent get/update on the actuator's own ConfigMap", lambda o: rule_of(intents_role(o), "configmaps", "get")["resourceNames"].append(actuator_cm(o)["metadata"]["name"]), "on configmaps, expected exactly"),
+        ("intent name computed unlike the actuator", lambda o: rule_of(intents_role(o), "configmaps", "get")["resourceNames"].__setitem__(-1, "medic-actuator-intent-prod-eu1"), "on configmaps, expected exactly"),
+        ("intent create limited by resourceNames", lambda o: rule_of(intents_role(o), "configmaps", "create").__setitem__("resourceNames", ["medic-actuator-intent-prod"]), "on a create rule"),
+        ("intent Role grants secrets", lambda o: rule_of(intents_role(o), "configmaps", "get")["resources"].append("secrets"), "grants 'secrets'"),
+        ("intent Role missing", lambda o: drop(o, intents_role(o)), "intent ConfigMap Role(s) rendered, expected 1"),
+        ("configmaps granted in a policy Role", lambda o: policy_role(o)["rules"].append({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}), "grants 'configmaps'"),
+        # The pod and its config.
+        ("POD_NAME not from the downward API", lambda o: env_drop(o, "POD_NAME"), "POD_NAME is None, expected the downward API fieldRef metadata.name"),
+        ("POD_NAMESPACE from the wrong field", lambda o: [e for e in actuator_container(o)["env"] if e["name"] == "POD_NAMESPACE"][0]["valueFrom"]["fieldRef"].__setitem__("fieldPath", "spec.serviceAccountName"), "expected the downward API fieldRef metadata.namespace"),
+        ("leader election off in the config", lambda o: edit_config(o, lambda c: c["leader_election"].__setitem__("enabled", False)), "replicas without leader election"),
+        ("config Lease name unlike the RBAC's", lambda o: edit_config(o, lambda c: c["leader_election"].__setitem__("lease_name", "medic-actuator")), "config leader_election.lease_name is 'medic-actuator'"),
+        ("PodDisruptionBudget maxUnavailable 2", lambda o: find(o, "PodDisruptionBudget")["spec"].__setitem__("maxUnavailable", 2), "expected maxUnavailable 1 only"),
+        ("PodDisruptionBudget missing", lambda o: drop(o, find(o, "PodDisruptionBudget")), "PodDisruptionBudget rendered: False"),
         ("token in a ConfigMap", lambda o: find(o, "ConfigMap")["data"].__setitem__("token", token), "appears in plain text in a ConfigMap"),
         ("base64 token in a ConfigMap annotation", lambda o: find(o, "ConfigMap")["metadata"].__setitem__("annotations", {"t": base64.b64encode(token.encode()).decode()}), "appears base64-encoded in a ConfigMap"),
         ("token as a pod env var", lambda o: actuator_container(o)["env"].append({"name": "TOKEN", "value": token}), "appears in plain text in a non-Secret object"),
@@ -736,6 +839,12 @@ def self_test_binaries(agent_bin, act_bin, wrapper, cases, tmp):
         objs, case = cases["ci/minimal-values.yaml"][:2]
         problems = run_actuator(act_bin, objs, case, tmp, edit_config=lambda c: c.__setitem__("reevaluate_every", "30s"))
         record("self-test: medic-actuator rejecting a rendered config key is reported", any("exited with" in p and "reevaluate_every" in p for p in problems), str(problems)[:300])
+        problems = run_actuator(act_bin, objs, case, tmp, edit_config=lambda c: c["leader_election"].__setitem__("renew_deadline", c["leader_election"]["lease_duration"]))
+        record("self-test: medic-actuator rejecting the Lease timings (renew_deadline = lease_duration) is reported",
+               any("exited with" in p and "leader_election.renew_deadline" in p for p in problems), str(problems)[:300])
+        problems = run_actuator(act_bin, objs, case, tmp, edit_config=lambda c: c["leader_election"].__setitem__("lease_name", "another-lease"))
+        record("self-test: medic-actuator electing on another Lease than the rendered one is reported",
+               any("/healthz leader is" in p and "another-lease" in p for p in problems), str(problems)[:300])
 
 
 def binary(name):

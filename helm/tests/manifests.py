@@ -16,15 +16,27 @@ RULES = os.path.join(ROOT, "rules", "kafka-medic.rules.yml")
 DASHBOARDS = os.path.join(ROOT, "dashboards")
 
 # The only permissions the actuator may hold (see templates/actuator/rbac.yaml for why).
+# In each policy namespace (or the ClusterRole with clusterWide):
 RBAC_ALLOWED = {
     ("apps", "deployments/scale"): {"get", "patch"},
     ("apps", "deployments"): {"get", "patch"},
     # Is another autoscaler scaling the Deployment? (list: resourceNames cannot apply)
     ("autoscaling", "horizontalpodautoscalers"): {"list"},
     ("keda.sh", "scaledobjects"): {"list"},
+    # An Event per scale on its Deployment (create: resourceNames cannot apply)
+    ("", "events"): {"create"},
 }
 # Resources granted by name (resourceNames = the policies' Deployments); the others are lists.
 RBAC_BY_NAME = {("apps", "deployments/scale"), ("apps", "deployments")}
+# In the Lease's namespace, with leader election: create it, and get/update it by name.
+RBAC_LEASE = {("coordination.k8s.io", "leases"): {"create", "get", "update"}}
+# In the release namespace, with broker clusters: the intent ConfigMaps, get/update by name.
+RBAC_INTENTS = {("", "configmaps"): {"create", "get", "update"}}
+# Verbs a resourceNames restriction cannot apply to (a rule limiting them would never match).
+RBAC_UNNAMED_VERBS = {"create", "list"}
+# The Roles of the release namespace, told apart from the policy namespaces' Roles by name.
+LEASE_ROLE_SUFFIX, INTENTS_ROLE_SUFFIX = "-actuator-lease", "-actuator-intents"
+INTENT_PREFIX = "medic-actuator-intent-"
 COMMON_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by",
                  "helm.sh/chart", "app.kubernetes.io/part-of")
 
@@ -133,6 +145,74 @@ def check_token(objs, token, notes, p):
         p.append("NOTES.txt: prints the webhook token")
 
 
+def intent_configmap_name(cluster):
+    """The intent ConfigMap of a broker cluster, as medic-actuator names it (configmap_name in
+    actuator/src/intent.rs): lowercase ASCII, [^a-z0-9-] -> '-', dashes trimmed; kept as it is
+    when that changed nothing and fits in 63 characters, else 32 characters of it and the first
+    8 hex digits of the cluster name's SHA-256."""
+    import hashlib
+    cluster = str(cluster)
+    clean = "".join(c.lower() if c.isascii() and (c.isalnum() or c == "-") else "-" for c in cluster).strip("-")
+    if clean == cluster and len(INTENT_PREFIX) + len(clean) <= 63:
+        return INTENT_PREFIX + clean
+    digest = hashlib.sha256(cluster.encode()).hexdigest()[:8]
+    kept = clean[:63 - len(INTENT_PREFIX) - 9].rstrip("-")
+    return INTENT_PREFIX + (f"{kept}-{digest}" if kept else digest)
+
+
+def actuator_name(objs):
+    for d in kind(objs, "Deployment"):
+        if d["metadata"]["name"].endswith("-actuator"):
+            return d["metadata"]["name"]
+    return None
+
+
+def expected_lease_name(objs, case):
+    """The Lease the values ask for: leader_election.lease_name, else the actuator's full name."""
+    return case.get("lease_name") or actuator_name(objs)
+
+
+def rule_pairs(rule):
+    return [(g, res) for g in rule.get("apiGroups", []) for res in rule.get("resources", [])]
+
+
+def check_role_rules(r, allowed, p, names_for=None):
+    """The rules of one Role or ClusterRole grant exactly `allowed` ((group, resource) -> verbs):
+    nothing else, no verb more or less, no wildcard, no nonResourceURLs. resourceNames: never on
+    a verb they cannot limit (create, list); on the other verbs of a pair that names_for maps to
+    a set of names, exactly those names (None: none expected)."""
+    got = {}
+    for i, rule in enumerate(r.get("rules", [])):
+        where = f"{name_of(r)} rule {i}"
+        if rule.get("nonResourceURLs"):
+            p.append(f"{where}: grants nonResourceURLs {rule['nonResourceURLs']}")
+        if "*" in json.dumps(rule):
+            p.append(f"{where}: uses a wildcard")
+        verbs = set(rule.get("verbs", []))
+        names = rule.get("resourceNames")
+        for g, res in rule_pairs(rule):
+            ok = allowed.get((g, res))
+            if ok is None:
+                p.append(f"{where}: grants {res!r} in API group {g!r}; only {sorted(allowed)} are allowed here")
+                continue
+            extra = verbs - ok
+            if extra:
+                p.append(f"{where}: grants verbs {sorted(extra)} on {res}; only {sorted(ok)} are allowed")
+            got.setdefault((g, res), set()).update(verbs)
+            for v in sorted(verbs & RBAC_UNNAMED_VERBS):
+                if names:
+                    p.append(f"{where}: resourceNames {names} on a {v} rule ({v} ignores them: it would be refused)")
+            if names_for is not None and (g, res) in names_for and verbs - RBAC_UNNAMED_VERBS:
+                want = names_for[(g, res)]
+                if want is None and names:
+                    p.append(f"{where}: resourceNames {names} on {res} (expected none)")
+                elif want is not None and set(names or []) != set(want):
+                    p.append(f"{where}: resourceNames {names} on {res}, expected exactly {sorted(want)}")
+    if got != allowed:
+        missing = {k: sorted(v - got.get(k, set())) for k, v in allowed.items() if v - got.get(k, set())}
+        p.append(f"{name_of(r)}: grants {got}, expected exactly {allowed}" + (f" (missing {missing})" if missing else ""))
+
+
 def check_rbac(objs, case, p):
     rel_ns = case["namespace"]
     sa = None
@@ -140,33 +220,40 @@ def check_rbac(objs, case, p):
         if d["metadata"]["name"].endswith("-actuator"):
             sa = d["spec"]["template"]["spec"].get("serviceAccountName")
     roles = kind(objs, "Role") + kind(objs, "ClusterRole")
-    for r in roles:
-        for i, rule in enumerate(r.get("rules", [])):
-            where = f"{name_of(r)} rule {i}"
-            if rule.get("nonResourceURLs"):
-                p.append(f"{where}: grants nonResourceURLs {rule['nonResourceURLs']}")
-            for g in rule.get("apiGroups", []):
-                for res in rule.get("resources", []):
-                    allowed = RBAC_ALLOWED.get((g, res))
-                    if allowed is None:
-                        p.append(f"{where}: grants {res!r} in API group {g!r}; only {sorted(RBAC_ALLOWED)} are allowed")
-                        continue
-                    extra = set(rule.get("verbs", [])) - allowed
-                    if extra:
-                        p.append(f"{where}: grants verbs {sorted(extra)} on {res}; only {sorted(allowed)} are allowed")
-            if "*" in json.dumps(rule):
-                p.append(f"{where}: uses a wildcard")
-    want_cluster = case.get("cluster_wide", False) and case.get("actuator", True)
+    on = case.get("actuator", True)
+    lease_roles = [r for r in kind(objs, "Role") if r["metadata"]["name"].endswith(LEASE_ROLE_SUFFIX)]
+    intent_roles = [r for r in kind(objs, "Role") if r["metadata"]["name"].endswith(INTENTS_ROLE_SUFFIX)]
+    policy_roles = [r for r in kind(objs, "Role") if r not in lease_roles and r not in intent_roles]
+
+    # The Lease: one Role in the Lease's namespace, create + get/update on that one name.
+    want_lease = on and case.get("leader_election", False)
+    lease_ns = case.get("lease_namespace") or rel_ns
+    if len(lease_roles) != (1 if want_lease else 0):
+        p.append(f"leader election {'on' if want_lease else 'off'}: {len(lease_roles)} Lease Role(s) rendered, expected {1 if want_lease else 0}")
+    for r in lease_roles:
+        if r["metadata"].get("namespace") != lease_ns:
+            p.append(f"{name_of(r)}: in namespace {r['metadata'].get('namespace')}, expected the Lease's namespace {lease_ns}")
+        lease = expected_lease_name(objs, case)
+        check_role_rules(r, RBAC_LEASE, p, {("coordination.k8s.io", "leases"): {lease}})
+
+    # The intent ConfigMaps: one Role in the release namespace, create + get/update by name.
+    want_intents = sorted({intent_configmap_name(b["cluster"]) for b in case.get("brokers", [])}) if on else []
+    if len(intent_roles) != (1 if want_intents else 0):
+        p.append(f"{len(want_intents)} broker cluster(s): {len(intent_roles)} intent ConfigMap Role(s) rendered, expected {1 if want_intents else 0}")
+    for r in intent_roles:
+        if r["metadata"].get("namespace") != rel_ns:
+            p.append(f"{name_of(r)}: in namespace {r['metadata'].get('namespace')}, expected the release namespace {rel_ns}")
+        check_role_rules(r, RBAC_INTENTS, p, {("", "configmaps"): set(want_intents)})
+
+    want_cluster = case.get("cluster_wide", False) and on
     crs, crbs = kind(objs, "ClusterRole"), kind(objs, "ClusterRoleBinding")
     if want_cluster:
         if len(crs) != 1 or len(crbs) != 1:
             p.append(f"clusterWide: expected 1 ClusterRole and 1 ClusterRoleBinding, got {len(crs)} and {len(crbs)}")
-        if kind(objs, "Role"):
-            p.append("clusterWide: Roles rendered as well")
+        if policy_roles:
+            p.append(f"clusterWide: policy-namespace Roles rendered as well: {[name_of(r) for r in policy_roles]}")
         for cr in crs:
-            got = {(g, res): set(rule["verbs"]) for rule in cr["rules"] for g in rule["apiGroups"] for res in rule["resources"]}
-            if got != RBAC_ALLOWED:
-                p.append(f"{name_of(cr)}: grants {got}, expected exactly {RBAC_ALLOWED}")
+            check_role_rules(cr, RBAC_ALLOWED, p, {k: None for k in RBAC_BY_NAME})
     else:
         if crs or crbs:
             p.append(f"cluster-scoped RBAC rendered without clusterWide: {[name_of(o) for o in crs + crbs]}")
@@ -176,34 +263,21 @@ def check_rbac(objs, case, p):
             want.setdefault(pol["deployment"]["namespace"], set()).add(pol["deployment"]["name"])
         for ns in case.get("extra_namespaces", []):
             want.setdefault(ns, None)
-        if not case.get("actuator", True):
+        if not on:
             want = {}
-        got_roles = {r["metadata"]["namespace"]: r for r in kind(objs, "Role")}
-        if set(got_roles) != set(want):
-            p.append(f"Roles in namespaces {sorted(got_roles)}, expected exactly the policies' namespaces {sorted(want)}")
-        for ns, r in got_roles.items():
-            got = {}
-            for rule in r["rules"]:
-                for g in rule["apiGroups"]:
-                    for res in rule["resources"]:
-                        got.setdefault((g, res), set()).update(rule["verbs"])
-                names = rule.get("resourceNames")
-                by_name = all((g, res) in RBAC_BY_NAME for g in rule["apiGroups"] for res in rule["resources"])
-                if not by_name:
-                    if names:
-                        p.append(f"{name_of(r)}: resourceNames {names} on a list rule (list ignores them: it would be refused)")
-                    continue
-                expect_names = want.get(ns)
-                if expect_names is not None and set(names or []) != expect_names:
-                    p.append(f"{name_of(r)}: resourceNames {names}, expected exactly the policies' Deployments {sorted(expect_names)}")
-                if expect_names is None and names:
-                    p.append(f"{name_of(r)}: resourceNames {names} in an extra namespace (expected none)")
-            if got != RBAC_ALLOWED:
-                p.append(f"{name_of(r)}: grants {got}, expected exactly {RBAC_ALLOWED}")
-        bindings = {b["metadata"]["namespace"]: b for b in kind(objs, "RoleBinding")}
-        if set(bindings) != set(got_roles):
-            p.append(f"RoleBindings in {sorted(bindings)} but Roles in {sorted(got_roles)}")
-        crbs = []
+        got_roles = {}
+        for r in policy_roles:
+            got_roles.setdefault(r["metadata"]["namespace"], []).append(r)
+        if set(got_roles) != set(want) or any(len(v) > 1 for v in got_roles.values()):
+            p.append(f"Roles in namespaces {sorted(ns for ns, v in got_roles.items() for _ in v)}, expected exactly the policies' namespaces {sorted(want)}")
+        for ns, rs in got_roles.items():
+            for r in rs:
+                names = want.get(ns)
+                check_role_rules(r, RBAC_ALLOWED, p, {k: names for k in RBAC_BY_NAME})
+    bound = {(b["metadata"].get("namespace"), b["roleRef"]["name"]) for b in kind(objs, "RoleBinding")}
+    for r in kind(objs, "Role"):
+        if (r["metadata"]["namespace"], r["metadata"]["name"]) not in bound:
+            p.append(f"{name_of(r)}: no RoleBinding binds it")
     for b in kind(objs, "RoleBinding") + kind(objs, "ClusterRoleBinding"):
         ref = b["roleRef"]
         target = [r for r in roles if r["kind"] == ref["kind"] and r["metadata"]["name"] == ref["name"]
@@ -231,7 +305,21 @@ def check_actuator(objs, case, p):
     pdbs = kind(objs, "PodDisruptionBudget")
     if (case.get("replicas", 1) > 1) != bool(pdbs):
         p.append(f"PodDisruptionBudget rendered: {bool(pdbs)}, expected only with more than one replica")
+    pod_labels = d["spec"]["template"]["metadata"].get("labels", {})
+    for pdb in pdbs:
+        if pdb["spec"].get("maxUnavailable") != 1 or "minAvailable" in pdb["spec"]:
+            p.append(f"{name_of(pdb)}: maxUnavailable {pdb['spec'].get('maxUnavailable')!r} (minAvailable {pdb['spec'].get('minAvailable')!r}), expected maxUnavailable 1 only")
+        sel = (pdb["spec"].get("selector") or {}).get("matchLabels") or {}
+        if not sel or not set(sel.items()) <= set(pod_labels.items()):
+            p.append(f"{name_of(pdb)}: selector {sel} does not select the actuator pods {pod_labels}")
     c = spec["containers"][0]
+    # The downward API gives the binary its identity in the Lease and the namespace of the Lease
+    # and of the intent ConfigMaps.
+    env = env_of(c)
+    for var, field in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")):
+        ref = ((env.get(var) or {}).get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
+        if ref != field:
+            p.append(f"actuator container: {var} is {env.get(var)}, expected the downward API fieldRef {field}")
     cms = {cm["metadata"]["name"]: cm for cm in kind(objs, "ConfigMap")}
     vols = {v["name"]: v for v in spec.get("volumes", [])}
     cm = cms.get(vols.get("config", {}).get("configMap", {}).get("name"))
@@ -255,6 +343,13 @@ def check_actuator(objs, case, p):
         p.append(f"config audit.path {config.get('audit')} is not on the audit volume {mounts.get('audit')}")
     if config.get("insecure_no_auth"):
         p.append("config turns authentication off")
+    le = config.get("leader_election") or {}
+    if bool(le.get("enabled")) != bool(case.get("leader_election")):
+        p.append(f"config leader_election.enabled is {le.get('enabled')!r}, expected {bool(case.get('leader_election'))}")
+    if case.get("replicas", 1) > 1 and not le.get("enabled"):
+        p.append(f"{case.get('replicas')} replicas without leader election: every replica would act on brokers")
+    if le.get("lease_name") != expected_lease_name(objs, case):
+        p.append(f"config leader_election.lease_name is {le.get('lease_name')!r}, expected {expected_lease_name(objs, case)!r} (the values' or the actuator's full name)")
     port = next(pt["containerPort"] for pt in c["ports"] if pt["name"] == "http")
     if config.get("listen") != f"0.0.0.0:{port}":
         p.append(f"config listen {config.get('listen')} does not match containerPort {port}")

@@ -146,6 +146,59 @@ names. Fails with a clear message on a policy that lacks a field the chart needs
 {{- toJson $targets }}
 {{- end }}
 
+{{/*
+The name of the leader-election Lease: actuator.config.leader_election.lease_name, else the
+actuator's full name (not the binary's default medic-actuator, so that two releases in one
+namespace never share a Lease).
+*/}}
+{{- define "kafka-medic.actuator.leaseName" -}}
+{{- $le := get (default (dict) .Values.actuator.config) "leader_election" | default (dict) }}
+{{- default (include "kafka-medic.actuator.fullname" .) (get $le "lease_name") }}
+{{- end }}
+
+{{/* The namespace of that Lease: leader_election.namespace, else the release namespace ($POD_NAMESPACE). */}}
+{{- define "kafka-medic.actuator.leaseNamespace" -}}
+{{- $le := get (default (dict) .Values.actuator.config) "leader_election" | default (dict) }}
+{{- default .Release.Namespace (get $le "namespace") }}
+{{- end }}
+
+{{/*
+The name of the ConfigMap holding the intent of broker actions of one cluster, exactly as
+medic-actuator makes it (configmap_name in actuator/src/intent.rs): medic-actuator-intent-<cluster>
+when the cluster name is already a lowercase DNS label that fits in 63 characters; otherwise
+every character outside [a-z0-9-] (after lowercasing) becomes "-", dashes are trimmed, at most 32
+characters are kept, and "-" and the first 8 hex digits of the cluster name's SHA-256 are appended.
+Usage: include "kafka-medic.actuator.intentName" "prod"
+*/}}
+{{- define "kafka-medic.actuator.intentName" -}}
+{{- $cluster := toString . }}
+{{- $prefix := "medic-actuator-intent-" }}
+{{- $clean := regexReplaceAll "[^a-zA-Z0-9-]" $cluster "-" | lower | trimAll "-" }}
+{{- if and (eq $clean $cluster) (le (add (len $prefix) (len $clean)) 63) }}
+{{- printf "%s%s" $prefix $clean }}
+{{- else }}
+{{- $hash := sha256sum $cluster | trunc 8 }}
+{{- $kept := regexReplaceAll "-+$" ($clean | trunc 32) "" }}
+{{- if $kept }}
+{{- printf "%s%s-%s" $prefix $kept $hash }}
+{{- else }}
+{{- printf "%s%s" $prefix $hash }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The intent ConfigMap names of the broker clusters of actuator.brokers, as a sorted JSON list. */}}
+{{- define "kafka-medic.actuator.intentNames" -}}
+{{- $names := list }}
+{{- range $i, $b := .Values.actuator.brokers }}
+{{- if not $b.cluster }}
+{{- fail (printf "actuator.brokers[%d]: cluster is required; got %s" $i (toJson $b)) }}
+{{- end }}
+{{- $names = append $names (include "kafka-medic.actuator.intentName" $b.cluster) }}
+{{- end }}
+{{- $names | uniq | sortAlpha | toJson }}
+{{- end }}
+
 {{/* ---------------------------------------------------------------- agent */}}
 
 {{- define "kafka-medic.agent.fullname" -}}
