@@ -6,20 +6,36 @@ points HELM_*_HOME at a temporary directory).
 Steps (each prints ok/FAIL; the script exits 1 if any failed):
   links       files/kafka-medic.rules.yml, files/alertmanager.example.yml and files/dashboards
               are symlinks into rules/ and dashboards/ (not copies that could drift)
-  render      `helm template` with the default values and each ci/*-values.yaml
+  render      `helm template` with the default values, each ci/*-values.yaml, and the values of
+              the KEDA examples (examples/*-values.yaml) as the release and namespace their
+              ScaledObjects name
   validate    the output passes `kubernetes-validate --strict` for Kubernetes 1.25 and 1.37
   objects     manifests.check_release: RBAC exactly get/patch on deployments[/scale] in the
               policies' namespaces for their Deployments, list on HPAs and ScaledObjects and
               create on Events there; in the release namespace create + get/update (by name) on
               the one Lease with leader election, and create + get/update (by name) on the
-              intent ConfigMaps of actuator.brokers; nothing else, no verb more or less; the
+              intent ConfigMaps of actuator.brokers; get + patch on HPAs and ScaledObjects
+              (by no name) exactly in the namespaces of policies with on_autoscaler:
+              raise_min_replicas (the ClusterRole: when any policy has it); no Deployment of a
+              scaler: keda policy; nothing else, no verb more or less; the
               token only in Secrets; secure securityContexts, resources and probes; POD_NAME and
               POD_NAMESPACE from the downward API; leader election and the Lease name in the
-              config; the PDB (maxUnavailable 1); config and policies; PrometheusRule equal
+              config; the PDB (maxUnavailable 1); config and policies; with actuator.keda the
+              config keda.listen on the container port grpc, the Service port grpc (appProtocol
+              grpc), keda.tls.* on the read-only mount of exactly the Secret's needed keys, and
+              none of it without; PrometheusRule equal
               to rules/; dashboards byte-identical; monitors; sidecar; cluster-mode agent; images
   notes       NOTES.txt (helm install --dry-run=client): its Alertmanager config equals
               rules/alertmanager.example.yml but for this release's URL (checked against the
-              rendered Service) and token file, passes `amtool check-config`, and shows no token
+              rendered Service) and token file, passes `amtool check-config`, and shows no token;
+              the External Scaler address equals the Service's grpc port
+  examples    helm lint --strict with each example's values; each examples/scaledobject-*.yaml:
+              KEDA's CRD fields checked structurally (keda_checks.py; kubernetes-validate has no
+              KEDA schema), the HPA behavior through kubernetes-validate, trigger type and
+              metadata keys, scalerAddress = the rendered Service's grpc port for the release
+              and namespace of its `Written for:` line, enableTLS and TriggerAuthentication as the
+              TLS values need, the group's policy (scaler: keda, same Deployment, metric it can
+              serve), the commented kafka trigger, and the cert-manager Certificates
   package     `helm package` stores the linked files' contents; a packaged chart renders the same
   sidecar     helm/tests/sidecar-chart (a broker StatefulSet including kafka-medic.agentSidecar)
               with each broker-id source and with SASL: the sidecar as included, and validated
@@ -27,10 +43,15 @@ Steps (each prints ok/FAIL; the script exits 1 if any failed):
               reports the intended cluster, mode and broker id on /healthz; the real
               medic-actuator starts with the rendered config, policies and downward-API
               environment, reports the intended Lease and identity on /healthz, and enforces
-              the token
+              the token; with the External Scaler, a minimal gRPC client (keda_checks.py) gets
+              GetMetricSpec for each scaler: keda policy and each example trigger over the
+              rendered TLS settings (certificates made like cert-manager's CA issuer would), and
+              with a client CA a client without a certificate is refused
   failures    bad values stop `helm template` with a message naming the value
   self-test   each object check reports a deliberately broken manifest; kubernetes-validate
-              rejects an unknown field; the notes check reports a changed route
+              rejects an unknown field; the notes check reports a changed route; each example
+              check reports a broken ScaledObject, trigger or TLS wiring; the gRPC probe reports
+              a refused call, a wrong target and a server taking clients without a certificate
 """
 import base64
 import copy
@@ -39,6 +60,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -52,10 +74,12 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import manifests as M  # noqa: E402
+import keda_checks as K  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
 CHART = os.path.join(ROOT, "helm", "kafka-medic")
 WRAPPER = os.path.join(HERE, "sidecar-chart")
+EXAMPLES = os.path.join(CHART, "examples")
 AM_EXAMPLE = os.path.join(ROOT, "rules", "alertmanager.example.yml")
 EXAMPLE_URL = "http://medic-actuator:8080/api/v1/alerts"
 EXAMPLE_CREDENTIALS = "/etc/alertmanager/secrets/kafka-medic-actuator/token"
@@ -167,6 +191,9 @@ def case_for(values_files, ns=NAMESPACE):
         "lease_name": (a["config"].get("leader_election") or {}).get("lease_name") or None,
         "lease_namespace": (a["config"].get("leader_election") or {}).get("namespace") or None,
         "tls": bool(a["tls"]["existingSecret"]),
+        "keda": {"enabled": bool(a["keda"]["enabled"]), "port": a["keda"]["port"],
+                 "tls_secret": a["keda"]["tls"]["existingSecret"],
+                 "require_client_cert": bool(a["keda"]["tls"]["requireClientCert"])},
         "persistence": a["persistence"]["enabled"],
         "alertmanager_secret": a["auth"]["alertmanagerSecret"] if a["auth"]["alertmanagerSecret"]["namespace"] else None,
         "cluster_mode": ag["clusterMode"]["enabled"],
@@ -240,6 +267,19 @@ def check_notes(notes, objs, case):
         target = f"{pol['deployment']['namespace']}/{pol['deployment']['name']}"
         if target not in notes:
             p.append(f"NOTES.txt does not list the policy target {target}")
+    # KEDA's scalerAddress: this release's Service and its grpc port.
+    grpc = [pt for pt in s["spec"]["ports"] if pt.get("name") == "grpc"]
+    lines = re.findall(r"^External Scaler \(KEDA\): (\S+)", notes, re.M)
+    if case["keda"]["enabled"]:
+        want = f"{s['metadata']['name']}.{s['metadata']['namespace']}.svc:{grpc[0]['port'] if grpc else '?'}"
+        if lines != [want]:
+            p.append(f"NOTES.txt External Scaler address {lines}, expected this release's Service port grpc {want}")
+        if f'scalerAddress: "{want}"' not in notes:
+            p.append(f"NOTES.txt trigger example does not carry scalerAddress {want}")
+        if ('enableTLS: "true"' in notes) != bool(case["keda"]["tls_secret"]):
+            p.append(f"NOTES.txt trigger example: enableTLS shown {'enableTLS' in notes}, TLS {bool(case['keda']['tls_secret'])}")
+    elif lines:
+        p.append(f"NOTES.txt prints an External Scaler address {lines} with actuator.keda.enabled off")
     return p
 
 
@@ -250,8 +290,8 @@ def ci_files():
     return sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith("-values.yaml"))
 
 
-def check_case(label, values):
-    rc, out, err, cmd = render(values=values)
+def check_case(label, values, release=RELEASE, ns=NAMESPACE):
+    rc, out, err, cmd = render(values=values, release=release, ns=ns)
     if rc != 0:
         record(f"render {label}", False, f"{cmd}: {err}")
         return None
@@ -260,8 +300,8 @@ def check_case(label, values):
     for ver in K8S_VERSIONS:
         vrc, problems = validate(out, ver)
         record(f"kubernetes-validate --strict -k {ver} {label}", vrc == 0 and not problems, "\n".join(problems))
-    case = case_for(values)
-    notes, err = notes_of(values)
+    case = case_for(values, ns)
+    notes, err = notes_of(values, release, ns)
     if notes is None:
         record(f"notes {label}", False, err)
     problems = M.check_release(objs, case, notes)
@@ -550,18 +590,179 @@ def check_agent_binary(agent_bin, wrapper, cases, tmp):
         record(f"medic-agent runs the rendered {label}: cluster {cl!r}, {mode!r}", err is None, err or "")
 
 
-def check_actuator_binary(act_bin, cases, tmp):
+def check_actuator_binary(act_bin, cases, tmp, keda_requests=None):
     for label, (objs, case) in cases.items():
         if not case["actuator"]:
             continue
-        problems = run_actuator(act_bin, objs, case, tmp)
-        record(f"medic-actuator starts with the rendered config and policies ({label}) and enforces its token", not problems, "\n".join(problems))
+        requests = (keda_requests or {}).get(label)
+        problems = run_actuator(act_bin, objs, case, tmp, keda_requests=requests)
+        what = "and enforces its token"
+        if case["keda"]["enabled"]:
+            n = len(requests if requests is not None else keda_requests_of(case))
+            tls = "mutual TLS" if case["keda"]["require_client_cert"] else "TLS" if case["keda"]["tls_secret"] else "h2c"
+            what += f"; its External Scaler ({tls}) answers {n} GetMetricSpec call(s) as the policies say"
+        record(f"medic-actuator starts with the rendered config and policies ({label}) {what}", not problems, "\n".join(problems))
 
 
-def run_actuator(act_bin, objs, case, tmp, edit_config=None):
+# ---------------------------------------------------------------- the KEDA examples
+
+def example_files():
+    return sorted(os.path.join(EXAMPLES, f) for f in os.listdir(EXAMPLES) if f.startswith("scaledobject-") and f.endswith(".yaml"))
+
+
+def example_renders():
+    """{values file: (release, namespace)} of the examples' `Written for:` lines, and
+    [(example file, values file, release, namespace)] (None for a file without that line)."""
+    renders, files = {}, []
+    for f in example_files():
+        with open(f, encoding="utf-8") as fh:
+            wf = K.written_for(fh.read())
+        if not wf:
+            files.append((f, None, None, None))
+            continue
+        release, ns, rel_values = wf
+        values = os.path.join(CHART, rel_values)
+        renders[values] = (release, ns)
+        files.append((f, values, release, ns))
+    return renders, files
+
+
+def example_label(values):
+    return os.path.relpath(values, CHART)
+
+
+def lint_examples(renders):
+    for values in sorted(renders):
+        rc, out, err = run(["helm", "lint", "--strict", CHART, "-f", values])
+        record(f"helm lint --strict -f {example_label(values)}", rc == 0, helm_stderr(out + err)[-600:] if rc else "")
+
+
+def example_check(path, cases, label_of):
+    """The problems of one example file against its rendering, and its GetMetricSpec requests."""
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    wf = K.written_for(text)
+    if not wf:
+        return [f"{os.path.basename(path)}: no `# Written for: helm install <release> helm/kafka-medic -n <namespace> -f helm/kafka-medic/examples/<values>` line"], [], None
+    release, ns, rel_values = wf
+    label = label_of(os.path.join(CHART, rel_values))
+    if label not in cases:
+        return [f"{os.path.basename(path)}: its rendering ({rel_values}) failed"], [], None
+    objs, case = cases[label][:2]
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    return K.example_problems(docs, text, objs, case["values"], release, ns, os.path.basename(path)), docs, label
+
+
+def example_requests(docs, case):
+    """GetMetricSpec as KEDA would send it for each external trigger of the example: its
+    ScaledObject's name and namespace and the trigger's metadata exactly as written."""
+    pols = {(p["cluster"], p["consumergroup"]): p for p in case["policies"]}
+    out = []
+    for so in (d for d in docs if d.get("kind") == "ScaledObject"):
+        for t in so["spec"]["triggers"]:
+            md = t.get("metadata") or {}
+            pol = pols.get((md.get("cluster"), md.get("consumergroup")))
+            if t.get("type") in K.EXTERNAL_TYPES and pol:
+                out.append((f"ScaledObject {so['metadata']['namespace']}/{so['metadata']['name']}", so["metadata"]["name"],
+                            so["metadata"]["namespace"], md, pol, md.get("metric", "lag")))
+    return out
+
+
+def check_examples(files, cases):
+    """Each example ScaledObject: its structure, and its consistency with the rendering it names;
+    the HPA behaviour it sets through kubernetes-validate. Returns {case label: GetMetricSpec requests}."""
+    requests = {}
+    if not files:
+        record("examples: ScaledObject files", False, f"no scaledobject-*.yaml in {EXAMPLES}")
+    for path, values, release, ns in files:
+        name = os.path.basename(path)
+        problems, docs, label = example_check(path, cases, example_label)
+        record(f"example {name}: KEDA fields, trigger, scalerAddress and TLS match release {release} in {ns} ({example_label(values) if values else '-'})",
+               not problems, "\n".join(problems))
+        for so in (d for d in docs if d.get("kind") == "ScaledObject"):
+            hpa = K.hpa_for_behavior(so)
+            if hpa is not None:
+                vrc, vp = validate(yaml.safe_dump(hpa), K8S_VERSIONS[-1])
+                record(f"example {name}: the ScaledObject's HPA behavior passes kubernetes-validate --strict (in a HorizontalPodAutoscaler)", vrc == 0 and not vp, "\n".join(vp))
+        if label:
+            requests.setdefault(label, []).extend(example_requests(docs, cases[label][1]))
+    return requests
+
+
+def make_pki(work, host):
+    """A CA, a server certificate for `host` (and 127.0.0.1) and a client certificate, both
+    signed by the CA, as cert-manager's CA issuer would make them. Returns their paths."""
+    f = {n: os.path.join(work, n) for n in ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key")}
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=kafka-medic-test-ca",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+         "-keyout", f["ca.key"], "-out", f["ca.crt"]])
+    for who, subj, ext in (("server", f"/CN={host}", f"subjectAltName=DNS:{host},IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+                           ("client", "/CN=keda-operator", "extendedKeyUsage=clientAuth")):
+        extfile = os.path.join(work, f"{who}.ext")
+        with open(extfile, "w") as fh:
+            fh.write(f"basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n{ext}\n")
+        csr = os.path.join(work, f"{who}.csr")
+        run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", subj, "-keyout", f[f"{who}.key"], "-out", csr])
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", f["ca.crt"], "-CAkey", f["ca.key"], "-set_serial", str(int(time.time() * 1000) + len(who)),
+             "-days", "1", "-extfile", extfile, "-out", f[f"{who}.crt"]])
+    return f
+
+
+def keda_requests_of(case):
+    """One GetMetricSpec per policy with scaler: keda (metric lag, and lag_seconds when the policy
+    has lag_seconds_per_replica): (label, ScaledObject name, namespace, trigger metadata, policy, metric)."""
+    out = []
+    for pol in case["policies"]:
+        if (pol.get("scaler") or "actuator") != "keda":
+            continue
+        for metric in ["lag"] + (["lag_seconds"] if pol.get("lag_seconds_per_replica") else []):
+            md = {"cluster": pol["cluster"], "consumergroup": pol["consumergroup"], "metric": metric}
+            out.append((f"{pol['cluster']}/{pol['consumergroup']} metric {metric}", pol["deployment"]["name"], pol["deployment"]["namespace"], md, pol, metric))
+    return out
+
+
+def keda_probe(rendered_tls, objs, port, pki, requests):
+    """Ask the running actuator's External Scaler for each request's metric spec, as KEDA would
+    with the rendered settings (rendered_tls: the chart's keda.tls; TLS with the CA and, for
+    mutual TLS, the client certificate); with a rendered client CA, a client without a
+    certificate must be refused. Returns the problems."""
+    problems = []
+    svc = [s for s in M.kind(objs, "Service") if s["metadata"]["name"].endswith("-actuator")][0]
+    grpc = [pt for pt in svc["spec"]["ports"] if pt.get("name") == "grpc"]
+    authority = f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc:{grpc[0]['port'] if grpc else 0}"
+    kt = rendered_tls or {}
+
+    def ctx(with_client_cert=True):
+        if not kt:
+            return None
+        c = ssl.create_default_context(cafile=pki["ca.crt"])
+        if with_client_cert and kt.get("client_ca_file"):
+            c.load_cert_chain(pki["client.crt"], pki["client.key"])
+        return c
+
+    method = "/externalscaler.ExternalScaler/GetMetricSpec"
+    for label, name, namespace, md, pol, metric in requests:
+        msg, note = K.grpc_unary("127.0.0.1", port, method, K.scaled_object_ref(name, namespace, md), authority, tls=ctx())
+        if msg is None:
+            problems.append(f"External Scaler GetMetricSpec for {label} ({md}) got no answer: {note}")
+            continue
+        got, want = K.metric_specs(msg), [K.expected_metric_spec(pol, metric)]
+        if got != want:
+            problems.append(f"External Scaler GetMetricSpec for {label} answered {got}, expected {want}")
+    if requests and kt.get("cert_file") and kt.get("client_ca_file"):
+        label, name, namespace, md, pol, metric = requests[0]
+        msg, note = K.grpc_unary("127.0.0.1", port, method, K.scaled_object_ref(name, namespace, md), authority, tls=ctx(False))
+        if msg is not None:
+            problems.append("External Scaler with a client CA answered a client without a certificate")
+    return problems
+
+
+def run_actuator(act_bin, objs, case, tmp, edit_config=None, keda_requests=None):
     """Start the real actuator with the rendered config, policies, token and environment (file
-    paths moved into a temporary directory, the listener on loopback); check /healthz, the
-    policy count in /metrics, and that the webhook wants the token. Returns the problems."""
+    paths moved into a temporary directory, the listeners on loopback); check /healthz, the
+    policy count in /metrics, and that the webhook wants the token; with the External Scaler,
+    ask it for the metric spec of each `scaler: keda` policy (or of keda_requests) over the
+    rendered TLS settings. Returns the problems."""
     work = tempfile.mkdtemp(dir=tmp)
     cm = [c for c in M.kind(objs, "ConfigMap") if c["metadata"]["name"].endswith("-actuator")][0]
     secret = ([s for s in M.kind(objs, "Secret") if s["metadata"]["name"].endswith("-actuator") and s["metadata"]["namespace"] == case["namespace"]] or [None])[0]
@@ -589,6 +790,19 @@ def run_actuator(act_bin, objs, case, tmp, edit_config=None):
         config["tls"] = {"cert_file": crt, "key_file": key}
         scheme = "https"
     rendered_le = copy.deepcopy(config.get("leader_election") or {})
+    keda_port, pki, rendered_keda_tls = None, None, None
+    kc = config.get("keda") or {}
+    if kc.get("listen"):
+        keda_port = free_port()
+        kc["listen"] = f"127.0.0.1:{keda_port}"
+        if kc.get("tls"):
+            svc = [s for s in M.kind(objs, "Service") if s["metadata"]["name"].endswith("-actuator")][0]
+            pki = make_pki(work, f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc")
+            # The files of the rendered keys, made here; the keys themselves stay as rendered.
+            for key, f in (("cert_file", "server.crt"), ("key_file", "server.key"), ("client_ca_file", "ca.crt")):
+                if key in kc["tls"]:
+                    kc["tls"][key] = pki[f]
+            rendered_keda_tls = copy.deepcopy(kc["tls"])
     if edit_config:
         edit_config(config)
     with open(os.path.join(work, "actuator.yaml"), "w") as f:
@@ -640,6 +854,9 @@ def run_actuator(act_bin, objs, case, tmp, edit_config=None):
             st, body = http_post(f"{scheme}://127.0.0.1:{port}/api/v1/alerts", "{}", {"Authorization": f"Bearer {token}"})
             if st != 400:
                 problems.append(f"POST /api/v1/alerts with the chart's token and a bad body answered {st} ({body[:120]}), expected 400")
+            if keda_port:
+                requests = keda_requests if keda_requests is not None else keda_requests_of(case)
+                problems += keda_probe(rendered_keda_tls, objs, keda_port, pki, requests)
     finally:
         proc.stop()
         urllib.request.install_opener(urllib.request.build_opener())
@@ -666,6 +883,18 @@ FAILURES = [
     ("Strimzi policy without a cluster name", ["agent.sidecar.strimzi.kyvernoPolicy=true"], "agent.sidecar.strimzi.clusterName is required"),
     ("unknown broker id source", ["agent.sidecar.strimzi.kyvernoPolicy=true", "agent.sidecar.strimzi.clusterName=c", "agent.sidecar.brokerId.source=env"], "agent.sidecar.brokerId.source must be podIndexLabel or hostnameSuffix"),
     ("unknown process source", ["agent.sidecar.strimzi.kyvernoPolicy=true", "agent.sidecar.strimzi.clusterName=c", "agent.sidecar.process.source=jmx"], "agent.sidecar.process.source must be cmdline, pid_file, cgroup or host"),
+    # KEDA's External Scaler and the policies' scaler / on_autoscaler.
+    ("client certificate without a TLS Secret", ["actuator.keda.enabled=true", "actuator.keda.tls.requireClientCert=true"], "actuator.keda.tls.requireClientCert needs actuator.keda.tls.existingSecret"),
+    ("client certificate with KEDA off", ["actuator.keda.tls.requireClientCert=true"], "actuator.keda.tls.requireClientCert needs actuator.keda.tls.existingSecret"),
+    ("KEDA TLS Secret with KEDA off", ["actuator.keda.tls.existingSecret=keda-tls"], "actuator.keda.tls.existingSecret needs actuator.keda.enabled=true"),
+    ("KEDA port = the webhook's port", ["actuator.keda.enabled=true", "actuator.keda.port=9095"], "actuator.keda.port 9095 is actuator.containerPort"),
+    ("KEDA port 0", ["actuator.keda.enabled=true", "actuator.keda.port=0"], "actuator.keda.port must be a port number from 1 to 65535; got 0"),
+    ("KEDA port not a number", ["actuator.keda.enabled=true", "actuator.keda.port=grpc"], "actuator.keda.port must be a port number from 1 to 65535; got grpc"),
+    ("KEDA port above 65535", ["actuator.keda.enabled=true", "actuator.keda.port=70000"], "actuator.keda.port must be a port number from 1 to 65535; got 70000"),
+    ("scaler: keda with KEDA off", ["actuator.policies[0].cluster=prod", "actuator.policies[0].consumergroup=g", "actuator.policies[0].deployment.namespace=shop", "actuator.policies[0].deployment.name=d", "actuator.policies[0].scaler=keda"], "actuator.policies[0] (prod/g): scaler: keda needs actuator.keda.enabled=true"),
+    ("raise_min_replicas with scaler: keda", ["actuator.keda.enabled=true", "actuator.policies[0].cluster=prod", "actuator.policies[0].consumergroup=g", "actuator.policies[0].deployment.namespace=shop", "actuator.policies[0].deployment.name=d", "actuator.policies[0].scaler=keda", "actuator.policies[0].on_autoscaler=raise_min_replicas"], "actuator.policies[0] (prod/g): on_autoscaler: raise_min_replicas does not go with scaler: keda"),
+    ("unknown scaler", ["actuator.policies[0].cluster=prod", "actuator.policies[0].consumergroup=g", "actuator.policies[0].deployment.namespace=shop", "actuator.policies[0].deployment.name=d", "actuator.policies[0].scaler=hpa"], "actuator.policies[0] (prod/g): scaler must be actuator or keda; got \"hpa\""),
+    ("unknown on_autoscaler", ["actuator.policies[0].cluster=prod", "actuator.policies[0].consumergroup=g", "actuator.policies[0].deployment.namespace=shop", "actuator.policies[0].deployment.name=d", "actuator.policies[0].on_autoscaler=raise"], "actuator.policies[0] (prod/g): on_autoscaler must be refuse or raise_min_replicas; got \"raise\""),
 ]
 
 
@@ -822,6 +1051,181 @@ def self_test(cases, wrapper, tmp):
     record("self-test: the token printed in the notes is reported", any("NOTES.txt: prints the webhook token" in p for p in np), str(np))
 
 
+def self_test_keda(cases, act_bin, tmp):
+    """The RBAC of raise_min_replicas, the External Scaler's objects, the notes' address, the
+    example checks and the gRPC probe each report a deliberately broken input."""
+    def find(o, k, pred=lambda x: True):
+        return [x for x in o if x.get("kind") == k and pred(x)][0]
+
+    def role_in(o, ns):
+        return find(o, "Role", lambda r: r["metadata"]["name"].endswith("-actuator") and r["metadata"]["namespace"] == ns)
+
+    def rule_of(role, resource, verb):
+        return [r for r in role["rules"] if resource in r["resources"] and verb in r["verbs"]][0]
+
+    def dep(o):
+        return find(o, "Deployment", lambda d: d["metadata"]["name"].endswith("-actuator"))
+
+    def container(o):
+        return dep(o)["spec"]["template"]["spec"]["containers"][0]
+
+    def svc_port(o, name):
+        return [pt for pt in find(o, "Service", lambda x: x["metadata"]["name"].endswith("-actuator"))["spec"]["ports"] if pt["name"] == name][0]
+
+    def volume(o, name):
+        return [v for v in dep(o)["spec"]["template"]["spec"]["volumes"] if v["name"] == name][0]
+
+    def mount(o, name):
+        return [m for m in container(o)["volumeMounts"] if m["name"] == name][0]
+
+    def edit_config(o, fn):
+        cm = find(o, "ConfigMap", lambda c: c["metadata"]["name"].endswith("-actuator"))
+        c = yaml.safe_load(cm["data"]["actuator.yaml"])
+        fn(c)
+        cm["data"]["actuator.yaml"] = yaml.safe_dump(c)
+
+    def without_raise(case):
+        c = copy.deepcopy(case)
+        for pol in c["policies"]:
+            pol.pop("on_autoscaler", None)
+        return c
+
+    def expect(label, got, want):
+        hit = [x for x in got if want in x]
+        record(f"self-test: {label} is reported", bool(hit), hit[0] if hit else f"expected {want!r}, got {got}")
+
+    full_objs, full_case, full_notes = cases["ci/full-values.yaml"][:3]
+    hpa_get_patch = {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["get", "patch"]}
+    breaks = [
+        # raise_min_replicas: get and patch on HPAs and ScaledObjects where such a policy is, by no name.
+        ("raise Role grants delete on HPAs", lambda o: rule_of(role_in(o, "billing"), "horizontalpodautoscalers", "patch")["verbs"].append("delete"), "grants verbs ['delete'] on horizontalpodautoscalers"),
+        ("raise Role grants update on ScaledObjects", lambda o: rule_of(role_in(o, "billing"), "scaledobjects", "patch")["verbs"].append("update"), "grants verbs ['update'] on scaledobjects"),
+        ("raise Role without patch on ScaledObjects", lambda o: rule_of(role_in(o, "billing"), "scaledobjects", "patch")["verbs"].remove("patch"), "missing {('keda.sh', 'scaledobjects'): ['patch']}"),
+        ("raise Role without get on HPAs", lambda o: rule_of(role_in(o, "billing"), "horizontalpodautoscalers", "get")["verbs"].remove("get"), "missing {('autoscaling', 'horizontalpodautoscalers'): ['get']}"),
+        ("raise get/patch limited by resourceNames", lambda o: rule_of(role_in(o, "billing"), "scaledobjects", "get").__setitem__("resourceNames", ["billing-consumer"]), "resourceNames ['billing-consumer'] on scaledobjects (expected none)"),
+        ("get/patch on HPAs in a namespace without a raise policy", lambda o: role_in(o, "shop")["rules"].append(copy.deepcopy(hpa_get_patch)), "grants verbs ['get', 'patch'] on horizontalpodautoscalers"),
+        # scaler: keda: the actuator never reads nor patches that Deployment.
+        ("Deployment rules in a namespace with only scaler: keda policies", lambda o: role_in(o, "search")["rules"].insert(0, {"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": ["search-indexer"], "verbs": ["get", "patch"]}), "grants 'deployments/scale' in API group 'apps'"),
+        ("a scaler: keda Deployment in resourceNames", lambda o: rule_of(role_in(o, "shop"), "deployments", "get")["resourceNames"].append("inventory-consumer"), "on deployments, expected exactly"),
+        ("the keda-only namespace's Role missing", lambda o: o.remove(role_in(o, "search")), "expected exactly the policies' namespaces"),
+        # The External Scaler's port, Service, config and TLS files.
+        ("keda.listen on the webhook's port", lambda o: edit_config(o, lambda c: c["keda"].__setitem__("listen", "0.0.0.0:9095")), "config keda.listen '0.0.0.0:9095' is not 0.0.0.0:9443"),
+        ("keda.listen missing", lambda o: edit_config(o, lambda c: c["keda"].pop("listen")), "config keda.listen None"),
+        ("the grpc container port missing", lambda o: container(o).__setitem__("ports", [pt for pt in container(o)["ports"] if pt["name"] != "grpc"]), "container port grpc is None"),
+        ("the grpc container port on another number", lambda o: [pt for pt in container(o)["ports"] if pt["name"] == "grpc"][0].__setitem__("containerPort", 9444), "expected containerPort 9443"),
+        ("the Service port grpc without appProtocol", lambda o: svc_port(o, "grpc").pop("appProtocol"), "Service port grpc is"),
+        ("the Service port grpc targeting http", lambda o: svc_port(o, "grpc").__setitem__("targetPort", "http"), "Service port grpc is"),
+        ("the Service port grpc missing", lambda o: find(o, "Service", lambda x: x["metadata"]["name"].endswith("-actuator"))["spec"].__setitem__("ports", [svc_port(o, "http")]), "Service port grpc is None"),
+        ("the keda-tls mount writable", lambda o: mount(o, "keda-tls").__setitem__("readOnly", False), "is not read-only"),
+        ("the keda-tls volume from the webhook's Secret", lambda o: volume(o, "keda-tls")["secret"].__setitem__("secretName", "medic-actuator-tls"), "the keda-tls volume reads 'medic-actuator-tls'"),
+        ("the keda-tls volume without ca.crt", lambda o: volume(o, "keda-tls")["secret"]["items"].pop(), "expected exactly ['tls.crt', 'tls.key', 'ca.crt']"),
+        ("the keda-tls volume with every key", lambda o: volume(o, "keda-tls")["secret"].pop("items"), "expected exactly ['tls.crt', 'tls.key', 'ca.crt']"),
+        ("no client CA in the config with requireClientCert", lambda o: edit_config(o, lambda c: c["keda"]["tls"].pop("client_ca_file")), "config keda.tls is"),
+        ("keda.tls naming the webhook's certificate", lambda o: edit_config(o, lambda c: c["keda"]["tls"].__setitem__("cert_file", "/etc/medic-actuator/tls/tls.crt")), "config keda.tls is"),
+    ]
+    for label, mutate, want in breaks:
+        o = copy.deepcopy(full_objs)
+        mutate(o)
+        expect(label, M.check_release(o, full_case, full_notes), want)
+    expect("get/patch on HPAs and ScaledObjects without a raise_min_replicas policy",
+           M.check_release(full_objs, without_raise(full_case), full_notes), "grants verbs ['get', 'patch'] on horizontalpodautoscalers")
+    if "ci/cluster-role-values.yaml" in cases:
+        cobjs, ccase, cnotes = cases["ci/cluster-role-values.yaml"][:3]
+        expect("ClusterRole get/patch on HPAs without a raise_min_replicas policy", M.check_release(cobjs, without_raise(ccase), cnotes),
+               "grants verbs ['get', 'patch'] on horizontalpodautoscalers")
+        o = copy.deepcopy(cobjs)
+        rule_of(find(o, "ClusterRole"), "scaledobjects", "patch")["verbs"].remove("patch")
+        expect("ClusterRole without patch on ScaledObjects with a raise_min_replicas policy", M.check_release(o, ccase, cnotes), "missing {('keda.sh', 'scaledobjects'): ['patch']}")
+    mobjs, mcase, mnotes = cases["ci/minimal-values.yaml"][:3]
+    o = copy.deepcopy(mobjs)
+    edit_config(o, lambda c: c.__setitem__("keda", {"listen": "0.0.0.0:9096"}))
+    expect("keda.listen with actuator.keda.enabled off", M.check_release(o, mcase, mnotes), "KEDA off but the config has keda")
+    o = copy.deepcopy(mobjs)
+    container(o)["ports"].append({"name": "grpc", "containerPort": 9096, "protocol": "TCP"})
+    expect("a grpc port with actuator.keda.enabled off", M.check_release(o, mcase, mnotes), "KEDA off but a grpc port is rendered")
+    # The notes' scalerAddress.
+    expect("a wrong External Scaler address in the notes",
+           check_notes(full_notes.replace(".svc:9443", ".svc:9096"), full_objs, full_case), "NOTES.txt External Scaler address")
+
+    # The examples: each break of a ScaledObject, its trigger or its TLS wiring.
+    def so_of(docs):
+        return [d for d in docs if d.get("kind") == "ScaledObject"][0]
+
+    def trigger(docs):
+        return so_of(docs)["spec"]["triggers"][0]
+
+    def cert(docs, secret):
+        return [d for d in docs if d.get("kind") == "Certificate" and d["spec"]["secretName"] == secret][0]
+
+    plain = os.path.join(EXAMPLES, "scaledobject-external-push.yaml")
+    mtls = os.path.join(EXAMPLES, "scaledobject-external-push-mtls.yaml")
+    ex_breaks = [
+        (plain, "an example scalerAddress on the webhook's port", lambda d, t, v: trigger(d)["metadata"].__setitem__("scalerAddress", "kafka-medic-actuator.monitoring.svc:8080"), "but release kafka-medic in monitoring serves the External Scaler at kafka-medic-actuator.monitoring.svc:9096"),
+        (plain, "an example scalerAddress in another namespace", lambda d, t, v: trigger(d)["metadata"].__setitem__("scalerAddress", "kafka-medic-actuator.kafka-medic.svc:9096"), "scalerAddress 'kafka-medic-actuator.kafka-medic.svc:9096'"),
+        (plain, "an example trigger of type kafka", lambda d, t, v: trigger(d).__setitem__("type", "kafka"), "type 'kafka', expected external-push"),
+        (plain, "an example metadata key the actuator does not read", lambda d, t, v: trigger(d)["metadata"].__setitem__("consumerGroup", trigger(d)["metadata"].pop("consumergroup")), "metadata ['consumerGroup'] is read by neither"),
+        (plain, "an example metric the actuator does not know", lambda d, t, v: trigger(d)["metadata"].__setitem__("metric", "lag_offsets"), "metric 'lag_offsets' is not one of"),
+        (plain, "an example metric lag_seconds without lag_seconds_per_replica", lambda d, t, v: trigger(d)["metadata"].__setitem__("metric", "lag_seconds"), "has no lag_seconds_per_replica"),
+        (plain, "an example naming no policy's group", lambda d, t, v: trigger(d)["metadata"].__setitem__("consumergroup", "orders"), "no policy for cluster 'prod' consumergroup 'orders'"),
+        (plain, "an example for a policy without scaler: keda", lambda d, t, v: [pol.pop("scaler") for pol in v["actuator"]["policies"] if pol["consumergroup"] == "orders-processor"], "does not say scaler: keda"),
+        (plain, "an example scaling another Deployment than the policy's", lambda d, t, v: so_of(d)["spec"]["scaleTargetRef"].__setitem__("name", "orders-api"), "but the policy names shop/orders-processor"),
+        (plain, "an example minReplicaCount above maxReplicaCount", lambda d, t, v: so_of(d)["spec"].__setitem__("minReplicaCount", 20), "minReplicaCount 20 is greater than maxReplicaCount 12"),
+        (plain, "an example without scaleTargetRef.name", lambda d, t, v: so_of(d)["spec"]["scaleTargetRef"].pop("name"), "spec.scaleTargetRef.name is required"),
+        (plain, "an example with an HPA field name in the ScaledObject", lambda d, t, v: so_of(d)["spec"].__setitem__("minReplicas", 1), "unknown field(s) ['minReplicas']"),
+        (plain, "an example of apiVersion keda.sh/v1", lambda d, t, v: so_of(d).__setitem__("apiVersion", "keda.sh/v1"), "expected keda.sh/v1alpha1/ScaledObject"),
+        (plain, "an example metadata value that is not a string", lambda d, t, v: trigger(d)["metadata"].__setitem__("enableTLS", False), "KEDA's CRD takes strings only"),
+        (plain, "an example metricType Value", lambda d, t, v: trigger(d).__setitem__("metricType", "Value"), "the actuator's targets are per replica"),
+        (plain, "an example scaleDown window unlike the policy's cooldown", lambda d, t, v: so_of(d)["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"].__setitem__("stabilizationWindowSeconds", 600), "scale_down_cooldown is 5m"),
+        (plain, "an example with enableTLS on a plain port", lambda d, t, v: trigger(d)["metadata"].__setitem__("enableTLS", "true"), "enableTLS 'true' but the External Scaler does not serve TLS"),
+        (plain, "an example's commented kafka trigger with another threshold", None, "lagThreshold '500' is not the policy's lag_per_replica 5000"),
+        (mtls, "an mTLS example without enableTLS", lambda d, t, v: trigger(d)["metadata"].pop("enableTLS"), "enableTLS None but the External Scaler serves TLS"),
+        (mtls, "an mTLS example without a client certificate", lambda d, t, v: [d2["spec"].__setitem__("secretTargetRef", d2["spec"]["secretTargetRef"][:1]) for d2 in d if d2.get("kind") == "TriggerAuthentication"], "presents none (tlsClientCert, tlsClientKey)"),
+        (mtls, "an mTLS example without caCert", lambda d, t, v: [d2["spec"].__setitem__("secretTargetRef", d2["spec"]["secretTargetRef"][1:]) for d2 in d if d2.get("kind") == "TriggerAuthentication"], "TLS without caCert"),
+        (mtls, "an mTLS example whose authenticationRef names nothing", lambda d, t, v: trigger(d)["authenticationRef"].__setitem__("name", "kafka-medic"), "names no TriggerAuthentication"),
+        (mtls, "an mTLS example server certificate for another host", lambda d, t, v: cert(d, "kafka-medic-keda-tls")["spec"].__setitem__("dnsNames", ["kafka-medic-actuator.monitoring"]), "not the scalerAddress host kafka-medic-actuator.monitoring.svc"),
+        (mtls, "an mTLS example client certificate in another namespace", lambda d, t, v: cert(d, "kafka-medic-keda-client")["metadata"].__setitem__("namespace", "monitoring"), "its TriggerAuthentication in shop"),
+        (mtls, "an mTLS example TriggerAuthentication with a misspelt field", lambda d, t, v: [d2["spec"].__setitem__("secretTargetRefs", d2["spec"].pop("secretTargetRef")) for d2 in d if d2.get("kind") == "TriggerAuthentication"], "unknown field(s) ['secretTargetRefs']"),
+    ]
+    for path, label, mutate, want in ex_breaks:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        release, ns, rel_values = K.written_for(text)
+        key = rel_values
+        if key not in cases:
+            record(f"self-test: {label} is reported", False, f"{rel_values} did not render")
+            continue
+        objs, case = cases[key][:2]
+        values = copy.deepcopy(case["values"])
+        if mutate is None:
+            text = text.replace('lagThreshold: "5000"', 'lagThreshold: "500"')
+        docs = [d for d in yaml.safe_load_all(text) if d]
+        if mutate is not None:
+            mutate(docs, text, values)
+        expect(label, K.example_problems(docs, text, objs, values, release, ns, os.path.basename(path)), want)
+    # The HPA behaviour goes through kubernetes-validate: a bad one is refused.
+    with open(plain, encoding="utf-8") as fh:
+        so = [d for d in yaml.safe_load_all(fh.read()) if d and d.get("kind") == "ScaledObject"][0]
+    so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["stabilisationWindowSeconds"] = 300
+    rc, vp = validate(yaml.safe_dump(K.hpa_for_behavior(so)), K8S_VERSIONS[-1])
+    record("self-test: a misspelt HPA behavior field in an example is refused by kubernetes-validate", rc != 0, "" if rc else "accepted")
+
+    # The real External Scaler: a group without a policy, another target, no client CA.
+    if act_bin:
+        pol = [p for p in full_case["policies"] if p.get("scaler") == "keda"][0]
+        md = {"cluster": pol["cluster"], "consumergroup": pol["consumergroup"]}
+        problems = run_actuator(act_bin, full_objs, full_case, tmp, keda_requests=[
+            ("a group without a policy", "x", "shop", {"cluster": "prod", "consumergroup": "no-such-group"}, pol, "lag")])
+        expect("a GetMetricSpec the External Scaler refuses", problems, "got no answer")
+        problems = run_actuator(act_bin, full_objs, full_case, tmp, keda_requests=[
+            ("another target", "x", "shop", md, dict(pol, lag_per_replica=801), "lag")])
+        expect("a metric spec unlike the policy's", problems, "answered [{'metricName': 'kafka_medic_consumergroup_lag', 'targetSize': 800")
+        problems = run_actuator(act_bin, full_objs, full_case, tmp, edit_config=lambda c: c["keda"]["tls"].pop("client_ca_file"),
+                                keda_requests=[("mutual TLS", "x", "shop", md, pol, "lag")])
+        expect("an External Scaler that takes clients without a certificate", problems, "answered a client without a certificate")
+        problems = run_actuator(act_bin, full_objs, full_case, tmp, edit_config=lambda c: c["keda"]["tls"].__setitem__("key_file", c["keda"]["tls"]["client_ca_file"]))
+        expect("medic-actuator refusing the rendered keda.tls files", problems, "keda.tls.key_file")
+
+
 def self_test_binaries(agent_bin, act_bin, wrapper, cases, tmp):
     """The real-binary checks must fail when the rendered settings are wrong."""
     if agent_bin and wrapper.get("podIndexLabel"):
@@ -860,10 +1264,19 @@ def main(argv):
         check_app_version()
         print("--- render, validate, check objects and notes")
         cases = {}
+        renders, examples = example_renders()
         for label, values in [("default values", [])] + [(os.path.relpath(f, CHART), [f]) for f in ci_files()]:
             got = check_case(label, values)
             if got:
                 cases[label] = got
+        # The values the KEDA examples were written for, as the release and namespace they name.
+        for values, (release, ns) in sorted(renders.items()):
+            got = check_case(f"{example_label(values)} (release {release} in {ns})", [values], release, ns)
+            if got:
+                cases[example_label(values)] = got
+        print("--- the KEDA examples")
+        lint_examples(renders)
+        example_requests_by_case = check_examples(examples, cases)
         print("--- package")
         check_package(os.path.join(tmp, "pkg"))
         print("--- the sidecar in a broker chart")
@@ -877,7 +1290,8 @@ def main(argv):
         else:
             record("medic-agent binary", False, "no medic-agent binary given (--agent PATH)")
         if act_bin:
-            check_actuator_binary(act_bin, {k: (v[0], v[1]) for k, v in cases.items()}, tmp)
+            requests = {label: reqs + keda_requests_of(cases[label][1]) for label, reqs in example_requests_by_case.items()}
+            check_actuator_binary(act_bin, {k: (v[0], v[1]) for k, v in cases.items()}, tmp, requests)
         else:
             record("medic-actuator binary", False, "no medic-actuator binary given (--actuator PATH)")
         print("--- self-test: the checks fail on broken input")
@@ -885,6 +1299,7 @@ def main(argv):
         self_test_binaries(agent_bin, act_bin, wrapper, cases, tmp)
         if "ci/full-values.yaml" in cases:
             self_test(cases, wrapper, tmp)
+            self_test_keda(cases, act_bin, tmp)
         else:
             record("self-test", False, "ci/full-values.yaml did not render")
     finally:

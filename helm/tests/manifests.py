@@ -28,6 +28,13 @@ RBAC_ALLOWED = {
 }
 # Resources granted by name (resourceNames = the policies' Deployments); the others are lists.
 RBAC_BY_NAME = {("apps", "deployments/scale"), ("apps", "deployments")}
+# Where a policy says on_autoscaler: raise_min_replicas (its namespace, or the ClusterRole): read
+# and patch the HPA or ScaledObject that scales its Deployment. Any of them in that namespace:
+# the autoscaler's name is not in the policy, so no resourceNames.
+RBAC_RAISE = {
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "patch"},
+    ("keda.sh", "scaledobjects"): {"get", "patch"},
+}
 # In the Lease's namespace, with leader election: create it, and get/update it by name.
 RBAC_LEASE = {("coordination.k8s.io", "leases"): {"create", "get", "update"}}
 # In the release namespace, with broker clusters: the intent ConfigMaps, get/update by name.
@@ -213,6 +220,28 @@ def check_role_rules(r, allowed, p, names_for=None):
         p.append(f"{name_of(r)}: grants {got}, expected exactly {allowed}" + (f" (missing {missing})" if missing else ""))
 
 
+def raise_namespaces(case):
+    """Namespaces of the policies with on_autoscaler: raise_min_replicas."""
+    return {pol["deployment"]["namespace"] for pol in case.get("policies", [])
+            if pol.get("on_autoscaler") == "raise_min_replicas"}
+
+
+def scaled_by_actuator(pol):
+    """A policy whose Deployment the actuator reads and patches (not `scaler: keda`)."""
+    return (pol.get("scaler") or "actuator") == "actuator"
+
+
+def policy_rbac(deployments, raise_min):
+    """What one policy Role (or the ClusterRole) must grant: the Deployment rules when the
+    actuator scales Deployments there, the autoscaler lists and Events always, and get/patch on
+    HPAs and ScaledObjects with a raise_min_replicas policy."""
+    allowed = {k: set(v) for k, v in RBAC_ALLOWED.items() if deployments or k not in RBAC_BY_NAME}
+    if raise_min:
+        for k, v in RBAC_RAISE.items():
+            allowed[k] = allowed.get(k, set()) | v
+    return allowed
+
+
 def check_rbac(objs, case, p):
     rel_ns = case["namespace"]
     sa = None
@@ -253,16 +282,23 @@ def check_rbac(objs, case, p):
         if policy_roles:
             p.append(f"clusterWide: policy-namespace Roles rendered as well: {[name_of(r) for r in policy_roles]}")
         for cr in crs:
-            check_role_rules(cr, RBAC_ALLOWED, p, {k: None for k in RBAC_BY_NAME})
+            names = {k: None for k in list(RBAC_BY_NAME) + list(RBAC_RAISE)}
+            check_role_rules(cr, policy_rbac(True, bool(raise_namespaces(case))), p, names)
     else:
         if crs or crbs:
             p.append(f"cluster-scoped RBAC rendered without clusterWide: {[name_of(o) for o in crs + crbs]}")
-        # namespace -> Deployment names the policies name; extra namespaces: any Deployment.
+        # namespace -> Deployment names the policies name; extra namespaces: any Deployment. A
+        # policy with scaler: keda brings its namespace (autoscaler lists, Events) but not its
+        # Deployment: KEDA scales it, the actuator never reads nor patches it.
         want = {}
         for pol in case.get("policies", []):
-            want.setdefault(pol["deployment"]["namespace"], set()).add(pol["deployment"]["name"])
+            names = want.setdefault(pol["deployment"]["namespace"], set())
+            if scaled_by_actuator(pol):
+                names.add(pol["deployment"]["name"])
         for ns in case.get("extra_namespaces", []):
-            want.setdefault(ns, None)
+            if not want.get(ns):
+                want[ns] = None
+        raise_ns = raise_namespaces(case)
         if not on:
             want = {}
         got_roles = {}
@@ -273,7 +309,8 @@ def check_rbac(objs, case, p):
         for ns, rs in got_roles.items():
             for r in rs:
                 names = want.get(ns)
-                check_role_rules(r, RBAC_ALLOWED, p, {k: names for k in RBAC_BY_NAME})
+                allowed = policy_rbac(names is None or bool(names), ns in raise_ns)
+                check_role_rules(r, allowed, p, {**{k: names for k in RBAC_BY_NAME}, **{k: None for k in RBAC_RAISE}})
     bound = {(b["metadata"].get("namespace"), b["roleRef"]["name"]) for b in kind(objs, "RoleBinding")}
     for r in kind(objs, "Role"):
         if (r["metadata"]["namespace"], r["metadata"]["name"]) not in bound:
@@ -395,6 +432,66 @@ def check_actuator(objs, case, p):
     elif "emptyDir" not in vols.get("audit", {}):
         p.append("persistence off but the audit volume is not an emptyDir")
     check_service_for(objs, d, "http", p)
+    check_keda(objs, case, d, c, config, p)
+
+
+def check_keda(objs, case, d, c, config, p):
+    """KEDA's External Scaler: with actuator.keda.enabled, config keda.listen on the container
+    port named grpc (= actuator.keda.port, not the webhook's), a Service port named grpc (same
+    port, targetPort grpc, appProtocol grpc); with keda.tls.existingSecret, keda.tls.* naming the
+    files of that Secret mounted read-only (only tls.crt, tls.key, and ca.crt exactly when a client
+    certificate is required). Without it: no port, no keda.listen, no keda.tls, no volume."""
+    k = case.get("keda") or {}
+    spec = d["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in spec.get("volumes", [])}
+    mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+    kc = config.get("keda") or {}
+    cports = {pt.get("name"): pt for pt in c.get("ports", [])}
+    svc = [s for s in kind(objs, "Service") if s["metadata"]["name"] == d["metadata"]["name"]]
+    sports = {pt.get("name"): pt for pt in (svc[0]["spec"]["ports"] if svc else [])}
+    if not k.get("enabled"):
+        if "listen" in kc or "tls" in kc:
+            p.append(f"KEDA off but the config has keda {kc}")
+        if "grpc" in cports or "grpc" in sports:
+            p.append("KEDA off but a grpc port is rendered")
+        if "keda-tls" in vols or "keda-tls" in mounts:
+            p.append("KEDA off but the keda-tls volume is rendered")
+        return
+    port = k["port"]
+    cp = cports.get("grpc")
+    if not cp or cp.get("containerPort") != port or cp.get("protocol", "TCP") != "TCP":
+        p.append(f"KEDA on: container port grpc is {cp}, expected containerPort {port} (actuator.keda.port)")
+    http_port = (cports.get("http") or {}).get("containerPort")
+    if cp and cp.get("containerPort") == http_port:
+        p.append(f"KEDA on: the grpc container port {port} is the webhook's port")
+    if kc.get("listen") != f"0.0.0.0:{(cp or {}).get('containerPort')}" or kc.get("listen") != f"0.0.0.0:{port}":
+        p.append(f"config keda.listen {kc.get('listen')!r} is not 0.0.0.0:{port}, the container port grpc")
+    sp = sports.get("grpc")
+    if not sp or sp.get("port") != port or sp.get("targetPort") != "grpc" or sp.get("appProtocol") != "grpc":
+        p.append(f"KEDA on: Service port grpc is {sp}, expected port {port}, targetPort grpc, appProtocol grpc")
+    secret = k.get("tls_secret")
+    if not secret:
+        if "tls" in kc:
+            p.append(f"KEDA TLS off but the config has keda.tls {kc['tls']}")
+        if "keda-tls" in vols or "keda-tls" in mounts:
+            p.append("KEDA TLS off but the keda-tls volume is rendered")
+        return
+    m = mounts.get("keda-tls") or {}
+    vol = (vols.get("keda-tls") or {}).get("secret") or {}
+    if vol.get("secretName") != secret:
+        p.append(f"KEDA TLS: the keda-tls volume reads {vol.get('secretName')!r}, expected Secret {secret!r}")
+    want_keys = ["tls.crt", "tls.key"] + (["ca.crt"] if k.get("require_client_cert") else [])
+    items = [(i.get("key"), i.get("path")) for i in vol.get("items", [])]
+    if sorted(items) != sorted((x, x) for x in want_keys):
+        p.append(f"KEDA TLS: the keda-tls volume mounts {items}, expected exactly {want_keys}")
+    if not m or m.get("readOnly") is not True:
+        p.append(f"KEDA TLS: the keda-tls mount {m or None} is not read-only")
+    base = m.get("mountPath", "<unmounted>")
+    want = {"cert_file": f"{base}/tls.crt", "key_file": f"{base}/tls.key"}
+    if k.get("require_client_cert"):
+        want["client_ca_file"] = f"{base}/ca.crt"
+    if kc.get("tls") != want:
+        p.append(f"config keda.tls is {kc.get('tls')}, expected {want} (the mounted Secret {secret})")
 
 
 def check_service_for(objs, workload, port_name, p):

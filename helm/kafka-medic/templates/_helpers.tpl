@@ -123,8 +123,12 @@ Usage: include "kafka-medic.image" (list $ .Values.actuator.image)
 {{- end }}
 
 {{/*
-The namespaces and Deployment names the policies name, as a dict namespace -> sorted list of
-names. Fails with a clear message on a policy that lacks a field the chart needs.
+The namespaces the policies name, as a dict namespace -> {names: sorted Deployment names the
+actuator scales there, any: true for a namespace of rbac.extraNamespaces without such a policy
+(any Deployment)}. A policy with scaler: keda adds its namespace (the actuator lists the
+autoscalers there at start-up) but not its Deployment, which the actuator never reads nor
+patches. Fails with a clear message on a policy that lacks a field the chart needs or has a
+scaler/on_autoscaler the actuator would refuse.
 */}}
 {{- define "kafka-medic.actuator.targets" -}}
 {{- $targets := dict }}
@@ -135,15 +139,75 @@ names. Fails with a clear message on a policy that lacks a field the chart needs
 {{- if not (and $p.deployment.namespace $p.deployment.name) }}
 {{- fail (printf "actuator.policies[%d] (%s/%s): deployment needs both namespace and name; got %s" $i $p.cluster $p.consumergroup (toJson $p.deployment)) }}
 {{- end }}
-{{- $names := get $targets $p.deployment.namespace | default list }}
-{{- $_ := set $targets $p.deployment.namespace (append $names $p.deployment.name | uniq | sortAlpha) }}
+{{- $scaler := toString (default "actuator" $p.scaler) }}
+{{- $onAutoscaler := toString (default "refuse" $p.on_autoscaler) }}
+{{- if not (has $scaler (list "actuator" "keda")) }}
+{{- fail (printf "actuator.policies[%d] (%s/%s): scaler must be actuator or keda; got %q" $i $p.cluster $p.consumergroup $scaler) }}
+{{- end }}
+{{- if not (has $onAutoscaler (list "refuse" "raise_min_replicas")) }}
+{{- fail (printf "actuator.policies[%d] (%s/%s): on_autoscaler must be refuse or raise_min_replicas; got %q" $i $p.cluster $p.consumergroup $onAutoscaler) }}
+{{- end }}
+{{- if and (eq $scaler "keda") (eq $onAutoscaler "raise_min_replicas") }}
+{{- fail (printf "actuator.policies[%d] (%s/%s): on_autoscaler: raise_min_replicas does not go with scaler: keda (KEDA scales that Deployment from the External Scaler's answers; the actuator changes nothing on it)" $i $p.cluster $p.consumergroup) }}
+{{- end }}
+{{- if and (eq $scaler "keda") (not $.Values.actuator.keda.enabled) }}
+{{- fail (printf "actuator.policies[%d] (%s/%s): scaler: keda needs actuator.keda.enabled=true (KEDA reaches the actuator's External Scaler on that port; without it nothing would scale %s/%s)" $i $p.cluster $p.consumergroup $p.deployment.namespace $p.deployment.name) }}
+{{- end }}
+{{- $t := get $targets $p.deployment.namespace | default (dict "names" list "any" false) }}
+{{- if eq $scaler "actuator" }}
+{{- $_ := set $t "names" (append $t.names $p.deployment.name | uniq | sortAlpha) }}
+{{- end }}
+{{- $_ := set $targets $p.deployment.namespace $t }}
 {{- end }}
 {{- range $ns := .Values.actuator.rbac.extraNamespaces }}
-{{- if not (hasKey $targets $ns) }}
-{{- $_ := set $targets $ns list }}
+{{- $t := get $targets $ns | default (dict "names" list "any" false) }}
+{{- if not $t.names }}
+{{- $_ := set $t "any" true }}
 {{- end }}
+{{- $_ := set $targets $ns $t }}
 {{- end }}
 {{- toJson $targets }}
+{{- end }}
+
+{{/*
+The namespaces of the policies with on_autoscaler: raise_min_replicas, as a sorted JSON list:
+there the actuator gets and patches HorizontalPodAutoscalers and ScaledObjects.
+*/}}
+{{- define "kafka-medic.actuator.raiseNamespaces" -}}
+{{- $nss := list }}
+{{- range $p := .Values.actuator.policies }}
+{{- if and $p.deployment (eq (toString $p.on_autoscaler) "raise_min_replicas") }}
+{{- $nss = append $nss $p.deployment.namespace }}
+{{- end }}
+{{- end }}
+{{- $nss | uniq | sortAlpha | toJson }}
+{{- end }}
+
+{{/*
+KEDA's External Scaler: checks actuator.keda and fails with a message naming the value.
+*/}}
+{{- define "kafka-medic.actuator.validateKeda" -}}
+{{- $k := .Values.actuator.keda }}
+{{- if and $k.tls.requireClientCert (not $k.tls.existingSecret) }}
+{{- fail "actuator.keda.tls.requireClientCert needs actuator.keda.tls.existingSecret: the client CA (ca.crt) and the server certificate come from that kubernetes.io/tls Secret (mutual TLS is TLS with a client certificate)" }}
+{{- end }}
+{{- if and $k.tls.existingSecret (not $k.enabled) }}
+{{- fail "actuator.keda.tls.existingSecret needs actuator.keda.enabled=true (it secures the External Scaler port, which is off)" }}
+{{- end }}
+{{- if $k.enabled }}
+{{- $numeric := or (kindIs "float64" $k.port) (kindIs "int64" $k.port) (kindIs "int" $k.port) }}
+{{- if or (not $numeric) (ne (float64 $k.port) (float64 (int $k.port))) (lt (int $k.port) 1) (gt (int $k.port) 65535) }}
+{{- fail (printf "actuator.keda.port must be a port number from 1 to 65535; got %v" $k.port) }}
+{{- end }}
+{{- if eq (int $k.port) (int .Values.actuator.containerPort) }}
+{{- fail (printf "actuator.keda.port %v is actuator.containerPort, the webhook's: the External Scaler needs a port of its own" $k.port) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The External Scaler address of this release, as KEDA's scalerAddress: <Service>.<namespace>.svc:<port>. */}}
+{{- define "kafka-medic.actuator.kedaAddress" -}}
+{{- printf "%s.%s.svc:%v" (include "kafka-medic.actuator.fullname" .) .Release.Namespace .Values.actuator.keda.port }}
 {{- end }}
 
 {{/*
