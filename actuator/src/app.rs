@@ -28,18 +28,33 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// actuator will skip it (`managed_by_autoscaler`). Bounded by `timeout` so that a slow API
 /// does not hold start-up; each scaling decision checks again anyway.
 async fn warn_managed_targets(kube: &dyn ScaleApi, policies: &Policies, timeout: Duration) {
-    let mut targets: Vec<_> = policies.all().iter().map(|p| &p.deployment).collect();
-    targets.sort();
-    targets.dedup();
+    // Each Deployment is scaled by one policy at most (validated), so this pairs it with its
+    // `on_autoscaler`.
+    // `scaler: keda` Deployments are KEDA's by design: the actuator never scales them.
+    let mut targets: Vec<_> = policies
+        .all()
+        .iter()
+        .filter(|p| p.scaler != crate::policy::Scaler::Keda)
+        .map(|p| (&p.deployment, p.on_autoscaler))
+        .collect();
+    targets.sort_by(|a, b| a.0.cmp(b.0));
+    targets.dedup_by(|a, b| a.0 == b.0);
     let checks = futures::future::join_all(
         targets
             .iter()
-            .map(|t| async move { (*t, kube.autoscaler(t).await) }),
+            .map(|(t, on)| async move { (*t, *on, kube.autoscaler(t).await) }),
     );
     match tokio::time::timeout(timeout, checks).await {
         Ok(results) => {
-            for (target, result) in results {
+            for (target, on, result) in results {
                 match result {
+                    Ok(Some(a)) if on == crate::policy::OnAutoscaler::RaiseMinReplicas => {
+                        tracing::info!(
+                            deployment = %target,
+                            autoscaler = %a,
+                            "another autoscaler scales this policy's Deployment: while its lag alert fires the actuator raises the autoscaler's minimum replicas instead (on_autoscaler: raise_min_replicas)"
+                        )
+                    }
                     Ok(Some(a)) => tracing::warn!(
                         deployment = %target,
                         autoscaler = %a,
@@ -187,6 +202,20 @@ impl App {
                 .with_autoscaler_cache_ttl(k.autoscaler_cache_ttl),
         );
         warn_managed_targets(kube.as_ref(), &policies, k.request_timeout).await;
+        if config.keda.listen.is_none() {
+            for p in policies
+                .all()
+                .iter()
+                .filter(|p| p.scaler == crate::policy::Scaler::Keda)
+            {
+                tracing::warn!(
+                    cluster = %p.cluster,
+                    consumergroup = %p.consumergroup,
+                    deployment = %p.deployment,
+                    "this policy says `scaler: keda` but keda.listen is not set: the actuator never scales its Deployment and KEDA cannot ask it either, so nothing scales it on lag"
+                );
+            }
+        }
         let prom: Option<Arc<dyn MetricsApi>> = match &config.prometheus.url {
             Some(url) => Some(Arc::new(
                 PromClient::new(url, config.prometheus.timeout).map_err(AppError::Client)?,
@@ -197,6 +226,8 @@ impl App {
             activity: Activity::new(config.alert_ttl),
             instance: config.instance_name(env),
             prom: prom.clone(),
+            alerts_poll_interval: config.keda.alerts_poll_interval,
+            telemetry: telemetry.clone(),
         });
         let t = telemetry.clone();
         // A copy of every durable record on a Kafka topic (audit.topic.*); the producer does not
@@ -350,15 +381,26 @@ impl App {
         let keda_stop = tokio_util::sync::CancellationToken::new();
         let keda = match self.config.keda.listen {
             Some(addr) => {
+                // Checked at start-up (Config::validate); read again here.
+                let keda_tls = crate::keda::tls::server_tls(&self.config.keda.tls)
+                    .map_err(|p| AppError::Listen(p.join("; ")))?;
                 let l = TcpListener::bind(addr)
                     .await
                     .map_err(|e| AppError::Listen(format!("keda.listen {addr}: {e}")))?;
-                tracing::info!(addr = %addr, "KEDA External Scaler listening (gRPC, plain)");
+                tracing::info!(
+                    addr = %addr,
+                    tls = keda_tls.is_some(),
+                    client_certificates = self.config.keda.tls.client_ca_file.is_some(),
+                    alerts_poll_interval = ?self.config.keda.alerts_poll_interval,
+                    "KEDA External Scaler listening (gRPC)"
+                );
                 let stop = keda_stop.clone();
                 let service = self.keda_service();
                 Some(tokio::spawn(async move {
-                    if let Err(e) =
-                        crate::keda::serve(l, service, async move { stop.cancelled().await }).await
+                    if let Err(e) = crate::keda::serve_with_tls(l, service, keda_tls, async move {
+                        stop.cancelled().await
+                    })
+                    .await
                     {
                         tracing::error!(error = %e, "KEDA External Scaler stopped");
                     }

@@ -11,6 +11,8 @@ use crate::alert::AlertStatus;
 use crate::policy::Policy;
 use crate::reason::ReasonCode;
 
+pub mod min_replicas;
+
 /// What started an evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -388,6 +390,8 @@ mod tests {
             lag_threshold: None,
             sustain: None,
             scaler: crate::policy::Scaler::Actuator,
+            on_autoscaler: crate::policy::OnAutoscaler::Refuse,
+            lag_seconds_per_replica: None,
         }
     }
 

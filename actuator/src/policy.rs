@@ -161,6 +161,58 @@ pub struct Policy {
     /// it and answers KEDA's External Scaler calls instead).
     #[serde(default, skip_serializing_if = "Scaler::is_actuator")]
     pub scaler: Scaler,
+    /// What to do when a HorizontalPodAutoscaler or KEDA ScaledObject already scales the
+    /// Deployment: `refuse` (default: leave it alone) or `raise_min_replicas`.
+    #[serde(
+        default,
+        deserialize_with = "de_on_autoscaler",
+        skip_serializing_if = "OnAutoscaler::is_refuse"
+    )]
+    pub on_autoscaler: OnAutoscaler,
+    /// Optional seconds of lag (the oldest unconsumed message's age) one replica is expected to
+    /// handle: the target of KEDA's `metric: lag_seconds`, which needs it (above 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds_per_replica: Option<f64>,
+}
+
+/// What a policy does when another autoscaler (an HPA or a KEDA ScaledObject) scales its
+/// Deployment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnAutoscaler {
+    /// Leave the Deployment alone: `skipped/managed_by_autoscaler` (the behaviour before the
+    /// option existed).
+    #[default]
+    Refuse,
+    /// While the lag alert fires, raise the autoscaler's `spec.minReplicas` (ScaledObject:
+    /// `spec.minReplicaCount`) to the desired count; restore the original (kept in an
+    /// annotation on the autoscaler) once the alert resolved and the down cooldown passed.
+    RaiseMinReplicas,
+}
+
+impl OnAutoscaler {
+    fn is_refuse(&self) -> bool {
+        *self == OnAutoscaler::Refuse
+    }
+
+    /// The policy file's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnAutoscaler::Refuse => "refuse",
+            OnAutoscaler::RaiseMinReplicas => "raise_min_replicas",
+        }
+    }
+}
+
+fn de_on_autoscaler<'de, D: serde::Deserializer<'de>>(d: D) -> Result<OnAutoscaler, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "refuse" => Ok(OnAutoscaler::Refuse),
+        "raise_min_replicas" => Ok(OnAutoscaler::RaiseMinReplicas),
+        _ => Err(serde::de::Error::custom(format!(
+            "on_autoscaler must be \"refuse\" or \"raise_min_replicas\", got {s:?}"
+        ))),
+    }
 }
 
 /// Who scales a policy's Deployment.
@@ -334,6 +386,18 @@ impl Policies {
             }
             if p.sustain == Some(Duration::ZERO) {
                 problems.push(format!("{at}.sustain: 0s must be positive"));
+            }
+            if let Some(s) = p.lag_seconds_per_replica {
+                if !(s.is_finite() && s > 0.0) {
+                    problems.push(format!(
+                        "{at}.lag_seconds_per_replica: {s} must be a number above 0"
+                    ));
+                }
+            }
+            if p.on_autoscaler == OnAutoscaler::RaiseMinReplicas && p.scaler == Scaler::Keda {
+                problems.push(format!(
+                    "{at}.on_autoscaler: raise_min_replicas does not go with scaler: keda (KEDA scales that Deployment from the External Scaler's answers; the actuator changes nothing on it)"
+                ));
             }
             let key = (p.cluster.clone(), p.consumergroup.clone());
             if let Some(prev) = by_group.insert(key, i) {

@@ -91,9 +91,12 @@ pub enum ReasonCode {
     ConfigInvalid,
     /// A reload changed a setting that only takes effect at start: rejected, the old one stays.
     RestartRequired,
-    /// Prometheus's `ALERTS` could not be queried: broker alerts come from the webhooks this
-    /// replica received until it answers again.
+    /// Prometheus's `ALERTS` could not be queried: broker alerts (and KEDA's `IsActive`, trigger
+    /// `keda`) come from the webhooks this replica received until it answers again.
     AlertsSourceWebhookFallback,
+    /// `on_autoscaler: raise_min_replicas`: the autoscaler's original-minimum annotation is
+    /// not a replica count, so its minimum is not changed.
+    OriginalMinReplicasInvalid,
 }
 
 impl ReasonCode {
@@ -140,6 +143,7 @@ impl ReasonCode {
             ReasonCode::ConfigInvalid => "config_invalid",
             ReasonCode::RestartRequired => "restart_required",
             ReasonCode::AlertsSourceWebhookFallback => "alerts_source_webhook_fallback",
+            ReasonCode::OriginalMinReplicasInvalid => "original_min_replicas_invalid",
         }
     }
 }
@@ -162,7 +166,7 @@ impl PartialEq<&str> for ReasonCode {
 mod tests {
     use super::*;
 
-    const ALL: [ReasonCode; 40] = [
+    const ALL: [ReasonCode; 41] = [
         ReasonCode::NoPolicy,
         ReasonCode::Duplicate,
         ReasonCode::Paused,
@@ -203,6 +207,7 @@ mod tests {
         ReasonCode::ConfigInvalid,
         ReasonCode::RestartRequired,
         ReasonCode::AlertsSourceWebhookFallback,
+        ReasonCode::OriginalMinReplicasInvalid,
     ];
 
     /// The audit log format: serde writes exactly `as_str`, reads it back, and every code is

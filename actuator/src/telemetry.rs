@@ -108,7 +108,23 @@ impl Telemetry {
         let handle = recorder.handle();
         let t = Self { recorder, handle };
         t.describe();
+        t.seed();
         t
+    }
+
+    /// Scale actions start at 0, so that `increase()` over a window that holds the first
+    /// action counts it (a series that appears at 1 has no earlier sample to rise from: the
+    /// dashboards' "Scaled" panel showed 0 after a real scale-up).
+    fn seed(&self) {
+        for action in ["scale_up", "scale_down"] {
+            for outcome in ["applied", "failed", "dry_run"] {
+                self.counter(
+                    ACTIONS,
+                    &[("action", action.into()), ("outcome", outcome.into())],
+                )
+                .increment(0);
+            }
+        }
     }
 
     fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
@@ -401,5 +417,36 @@ pub fn init_tracing(format: LogFormat) {
         let _ = builder.json().try_init();
     } else {
         let _ = builder.try_init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_actions_are_exported_at_zero_before_the_first_one() {
+        let t = Telemetry::new();
+        let text = t.render();
+        for action in ["scale_up", "scale_down"] {
+            for outcome in ["applied", "failed", "dry_run"] {
+                let line = format!(
+                    "medic_actuator_actions_total{{action=\"{action}\",outcome=\"{outcome}\"}} 0"
+                );
+                assert!(
+                    text.lines().any(|l| l == line),
+                    "{line} missing in:\n{text}"
+                );
+            }
+        }
+        // The first action then counts 1 (the series existed at 0, so increase() sees it).
+        t.counter(
+            ACTIONS,
+            &[("action", "scale_up".into()), ("outcome", "applied".into())],
+        )
+        .increment(1);
+        assert!(t.render().lines().any(
+            |l| l == "medic_actuator_actions_total{action=\"scale_up\",outcome=\"applied\"} 1"
+        ));
     }
 }

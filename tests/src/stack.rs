@@ -66,6 +66,9 @@ pub struct StackSpec {
     pub broker_policies: String,
     /// Appended to the actuator's configuration file (keys not set here).
     pub actuator_extra: String,
+    /// Extra keys of the policy entry (YAML lines indented by four spaces, e.g.
+    /// `    scaler: keda\n`); empty for none.
+    pub policy_extra: String,
     pub dry_run: bool,
     pub reevaluate_interval: String,
     pub waits: RouteWaits,
@@ -99,6 +102,7 @@ impl Default for StackSpec {
             },
             broker_policies: String::new(),
             actuator_extra: String::new(),
+            policy_extra: String::new(),
             dry_run: false,
             reevaluate_interval: "1s".into(),
             waits: RouteWaits::default(),
@@ -134,7 +138,7 @@ impl StackSpec {
             format!("brokers:\n{}", self.broker_policies)
         };
         format!(
-            "policies:\n  - cluster: {}\n    consumergroup: {}\n    deployment: {{namespace: {}, name: {}}}\n    min_replicas: {}\n    max_replicas: {}\n    lag_per_replica: {}\n    scale_up_cooldown: {}\n    scale_down_cooldown: {}\n    max_step: {}\n    lag_threshold: {}\n    sustain: {}\n{brokers}",
+            "policies:\n  - cluster: {}\n    consumergroup: {}\n    deployment: {{namespace: {}, name: {}}}\n    min_replicas: {}\n    max_replicas: {}\n    lag_per_replica: {}\n    scale_up_cooldown: {}\n    scale_down_cooldown: {}\n    max_step: {}\n    lag_threshold: {}\n    sustain: {}\n{}{brokers}",
             self.cluster,
             self.group,
             self.namespace,
@@ -146,7 +150,8 @@ impl StackSpec {
             p.scale_down_cooldown,
             p.max_step,
             p.lag_threshold,
-            p.sustain
+            p.sustain,
+            self.policy_extra
         )
     }
 

@@ -86,6 +86,11 @@ pub enum Action {
     ReleaseLeadership,
     /// The policy file was reloaded (applied), or a reload was refused (failed).
     ConfigReload,
+    /// `on_autoscaler: raise_min_replicas`: an HPA's `minReplicas` (a ScaledObject's
+    /// `minReplicaCount`) raised while the lag alert fires.
+    RaiseMinReplicas,
+    /// `on_autoscaler: raise_min_replicas`: that minimum put back to its original.
+    RestoreMinReplicas,
 }
 
 impl Action {
@@ -104,6 +109,8 @@ impl Action {
             Action::LoseLeadership => "lose_leadership",
             Action::ReleaseLeadership => "release_leadership",
             Action::ConfigReload => "config_reload",
+            Action::RaiseMinReplicas => "raise_min_replicas",
+            Action::RestoreMinReplicas => "restore_min_replicas",
         }
     }
 }

@@ -616,6 +616,12 @@ mod tests {
         }
         let text = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
         let lines: Vec<&[u8]> = text.lines().map(str::as_bytes).collect();
+        // The writer hands a batch to the sink after it has answered the batch's callers, so
+        // the last batch may still be on its way to the sink here.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while kept.lock().unwrap().len() < 100 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let kept = kept.lock().unwrap().clone();
         assert_eq!(kept.len(), 100);
         assert_eq!(

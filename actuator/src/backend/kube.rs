@@ -14,6 +14,9 @@ use super::{Autoscaler, KubeError, ScaleApi, TargetView};
 use crate::decide::LastAction;
 use crate::policy::DeploymentRef;
 
+mod min_replicas;
+pub use min_replicas::{min_field, AutoscalerView, ORIGINAL_MIN_ANNOTATION};
+
 /// The field manager named on every write.
 pub const FIELD_MANAGER: &str = "medic-actuator";
 /// The Deployment annotation holding the last action (cooldown state shared by replicas).
@@ -428,6 +431,23 @@ impl ScaleApi for KubeScaler {
         target: &'a DeploymentRef,
     ) -> BoxFuture<'a, Result<Option<Autoscaler>, KubeError>> {
         Box::pin(self.autoscaler_impl(target))
+    }
+
+    fn read_autoscaler<'a>(
+        &'a self,
+        autoscaler: &'a Autoscaler,
+    ) -> BoxFuture<'a, Result<AutoscalerView, KubeError>> {
+        Box::pin(self.read_autoscaler_impl(autoscaler))
+    }
+
+    fn set_autoscaler_min<'a>(
+        &'a self,
+        autoscaler: &'a Autoscaler,
+        resource_version: &'a str,
+        min: u32,
+        original: Option<u32>,
+    ) -> BoxFuture<'a, Result<(), KubeError>> {
+        Box::pin(self.set_autoscaler_min_impl(autoscaler, resource_version, min, original))
     }
 }
 

@@ -166,6 +166,24 @@ pub trait ScaleApi: Send + Sync {
         &'a self,
         target: &'a DeploymentRef,
     ) -> BoxFuture<'a, Result<Option<Autoscaler>, KubeError>>;
+
+    /// GET an autoscaler found by [`ScaleApi::autoscaler`]: its minimum, maximum,
+    /// resourceVersion and original-minimum annotation (`on_autoscaler: raise_min_replicas`).
+    fn read_autoscaler<'a>(
+        &'a self,
+        autoscaler: &'a Autoscaler,
+    ) -> BoxFuture<'a, Result<self::kube::AutoscalerView, KubeError>>;
+
+    /// Set the autoscaler's minimum to `min` and, in the same write, its original-minimum
+    /// annotation to `original` (`None` removes it), only if the object still has
+    /// `resource_version` (a 409 means it changed since the read).
+    fn set_autoscaler_min<'a>(
+        &'a self,
+        autoscaler: &'a Autoscaler,
+        resource_version: &'a str,
+        min: u32,
+        original: Option<u32>,
+    ) -> BoxFuture<'a, Result<(), KubeError>>;
 }
 
 /// Errors querying Prometheus.
@@ -218,6 +236,32 @@ pub trait MetricsApi: Send + Sync {
     /// Every firing `KafkaBroker*` alert (`ALERTS{alertstate="firing"}`), each with the time
     /// it became active (`ALERTS_FOR_STATE`). An error if either query fails.
     fn firing_broker_alerts(&self) -> BoxFuture<'_, Result<Vec<FiringAlert>, PromError>>;
+
+    /// The age in seconds of the group's oldest unconsumed message
+    /// (`cluster_consumergroup:kafka_consumergroup_lag_seconds:max`); None if no series.
+    fn group_lag_seconds<'a>(
+        &'a self,
+        cluster: &'a str,
+        consumergroup: &'a str,
+    ) -> BoxFuture<'a, Result<Option<f64>, PromError>> {
+        let query = prometheus::lag_seconds_query(cluster, consumergroup);
+        Box::pin(async move { Err(unsupported(query)) })
+    }
+
+    /// The (cluster, consumergroup) of every firing `KafkaConsumerLagPersistent`
+    /// (`ALERTS{alertstate="firing",alertname="KafkaConsumerLagPersistent"}`), for KEDA's
+    /// level-triggered `IsActive`.
+    fn firing_lag_alerts(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, PromError>> {
+        let query = prometheus::firing_lag_alerts_query();
+        Box::pin(async move { Err(unsupported(query)) })
+    }
+}
+
+fn unsupported(query: String) -> PromError {
+    PromError::Query {
+        query,
+        message: "not supported by this metrics source".into(),
+    }
 }
 
 /// The remediation backend a broker policy asks for (secrets are read here). Kafka requests

@@ -35,6 +35,26 @@ pub fn lag_query(cluster: &str, group: &str) -> String {
     )
 }
 
+/// The recording rule holding the age of each group's oldest unconsumed message, in seconds.
+pub const LAG_SECONDS_RULE: &str = "cluster_consumergroup:kafka_consumergroup_lag_seconds:max";
+
+/// PromQL for a group's lag in seconds.
+pub fn lag_seconds_query(cluster: &str, group: &str) -> String {
+    format!(
+        "{LAG_SECONDS_RULE}{{cluster=\"{}\",consumergroup=\"{}\"}}",
+        escape_label(cluster),
+        escape_label(group)
+    )
+}
+
+/// PromQL for every firing persistent-lag alert (KEDA's level-triggered `IsActive`).
+pub fn firing_lag_alerts_query() -> String {
+    format!(
+        "ALERTS{{alertstate=\"firing\",alertname=\"{}\"}}",
+        crate::alert::LAG_ALERT
+    )
+}
+
 /// PromQL for the number of partitions a group has offsets for.
 pub fn partitions_query(cluster: &str, group: &str) -> String {
     format!(
@@ -190,6 +210,42 @@ impl MetricsApi for PromClient {
         Box::pin(async move {
             let samples = self.instant(broker_alerts_query(cluster)).await?;
             Ok(samples.into_iter().find_map(|(name, _)| name))
+        })
+    }
+
+    fn group_lag_seconds<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<Option<f64>, PromError>> {
+        Box::pin(async move {
+            let samples = self.instant(lag_seconds_query(cluster, group)).await?;
+            // Several series (two agent replicas before the rule dedupes): the largest.
+            Ok(samples
+                .iter()
+                .map(|(_, v)| *v)
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .reduce(f64::max))
+        })
+    }
+
+    fn firing_lag_alerts(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, PromError>> {
+        Box::pin(async move {
+            let series = self.series(firing_lag_alerts_query()).await?;
+            let mut groups: Vec<(String, String)> = series
+                .into_iter()
+                .filter(|(labels, _)| {
+                    labels
+                        .get("alertname")
+                        .is_none_or(|n| n == crate::alert::LAG_ALERT)
+                })
+                .filter_map(|(mut labels, _)| {
+                    Some((labels.remove("cluster")?, labels.remove("consumergroup")?))
+                })
+                .collect();
+            groups.sort();
+            groups.dedup();
+            Ok(groups)
         })
     }
 

@@ -191,6 +191,30 @@ pub struct KedaLayer {
     /// Address and port of KEDA's External Scaler gRPC listener (unset: not served).
     #[arg(id = "keda.listen", long = "keda-listen", value_name = "ADDR:PORT", value_parser = number::<SocketAddr>)]
     pub listen: Option<SocketAddr>,
+    /// TLS on the External Scaler port.
+    #[command(flatten)]
+    #[serde(default)]
+    pub tls: KedaTlsLayer,
+    /// How often Prometheus's ALERTS is read for firing KafkaConsumerLagPersistent alerts (level-
+    /// triggered IsActive, with prometheus.url).
+    #[arg(id = "keda.alerts_poll_interval", long = "keda-alerts-poll-interval", value_name = "DURATION", value_parser = duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub alerts_poll_interval: Option<Duration>,
+}
+
+/// `keda.tls.*`
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KedaTlsLayer {
+    /// External Scaler TLS certificate chain, PEM (with keda.tls.key_file).
+    #[arg(id = "keda.tls.cert_file", long = "keda-tls-cert-file", value_name = "FILE", value_parser = path)]
+    pub cert_file: Option<PathBuf>,
+    /// External Scaler TLS private key, PEM: PKCS#8, PKCS#1 or SEC1 (with keda.tls.cert_file).
+    #[arg(id = "keda.tls.key_file", long = "keda-tls-key-file", value_name = "FILE", value_parser = path)]
+    pub key_file: Option<PathBuf>,
+    /// CA bundle, PEM: when set, KEDA must present a client certificate signed by it (mutual TLS).
+    #[arg(id = "keda.tls.client_ca_file", long = "keda-tls-client-ca-file", value_name = "FILE", value_parser = path)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// `http.*`

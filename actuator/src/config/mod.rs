@@ -6,6 +6,7 @@
 //! a time ([`sources`]), merges them and validates the result, reporting every problem at once.
 
 mod audit_topic;
+mod keda;
 mod layer;
 mod sources;
 
@@ -18,6 +19,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use audit_topic::{AuditTopicConfig, DEFAULT_AUDIT_TOPIC, DEFAULT_AUDIT_TOPIC_QUEUE};
+pub use keda::{
+    KedaConfig, KedaTlsConfig, DEFAULT_KEDA_ALERTS_POLL_INTERVAL, KEDA_MIN_ALERTS_POLL_INTERVAL,
+};
 pub use layer::Layer;
 pub use sources::{command, env_name, keys, Cli, Origin};
 
@@ -72,14 +76,6 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: Option<PathBuf>,
-}
-
-/// KEDA's External Scaler gRPC service (off unless `listen` is set).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KedaConfig {
-    /// Address and port of the gRPC listener; unset = not served. Plain HTTP/2 (no TLS yet).
-    pub listen: Option<SocketAddr>,
 }
 
 /// The audit log.
@@ -429,6 +425,7 @@ impl Config {
             ));
         }
         p.extend(self.audit.problems());
+        p.extend(self.keda.problems());
         p.extend(self.leader_election.problems());
         p.extend(self.http.settings(Duration::ZERO).problems("http."));
         if self.kubernetes.retry_attempts == 0 {

@@ -267,8 +267,9 @@ fn every_key_has_env_flag_and_a_file_key() {
     let help = cmd.clone().render_long_help().to_string();
     let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
     let keys = keys();
-    // 31, + 12 audit.topic.*, + 1 config_watch_interval, + 7 leader_election.*
-    assert_eq!(keys.len(), 31 + 12 + 1 + 7, "{keys:?}");
+    // 31, + 12 audit.topic.*, + 1 config_watch_interval, + 7 leader_election.*, + 3 keda.tls.*
+    // and keda.alerts_poll_interval
+    assert_eq!(keys.len(), 31 + 12 + 1 + 7 + 4, "{keys:?}");
     // Every key of the file is a setting, and the reverse: Config and Layer agree.
     let config_keys: Vec<String> =
         sources::leaves(&serde_json::to_value(Config::default()).unwrap())

@@ -757,6 +757,22 @@ impl BrokerEngine {
             }
         };
         let intent_id = intent.as_ref().map(|i| i.id.clone()).unwrap_or_default();
+        if !self.is_leader() {
+            // Writing the intent can take longer than renew_deadline (its retries through an
+            // API outage): leadership lost meanwhile means another replica may lead by now.
+            // Nothing starts, and the intent goes (or is taken over by the leader as one that
+            // never started).
+            let cleared = self.clear_intent(cluster, runtime, &intent_id, None).await;
+            record.action = Action::None;
+            return skipped(
+                record,
+                ReasonCode::NotLeader,
+                format!(
+                    "not starting {} on broker {broker}: this replica stopped leading while its intent was written; the intent is removed and nothing starts{cleared}",
+                    kind.as_str()
+                ),
+            );
+        }
         match cluster.backend.start(&request).await {
             Err(e) => {
                 // A failed start consumes the cluster interval, so a broken backend is not

@@ -14,6 +14,8 @@ use crate::policy::{PartitionCap, Policy, Scaler};
 use crate::reason::ReasonCode;
 use crate::telemetry;
 
+mod min_replicas;
+
 impl Engine {
     pub(super) async fn lag_for(
         &self,
@@ -99,6 +101,22 @@ impl Engine {
             record.message = e.to_string();
             (record, e.retryable())
         };
+        // `on_autoscaler: raise_min_replicas`: an HPA or ScaledObject on the Deployment gets its
+        // minimum raised instead (evaluate/min_replicas.rs).
+        let input = min_replicas::MinInput {
+            policy,
+            alert,
+            trigger,
+            now,
+            lag,
+            lag_source,
+            lag_note: lag_note.clone(),
+            partitions,
+            broker: broker.clone(),
+        };
+        if let Some(done) = self.raise_min_if_managed(input, &base, runtime).await {
+            return done;
+        }
         let mut pending: Option<LastAction> = None;
         let mut conflicts = 0;
         loop {

@@ -16,6 +16,7 @@ use super::proto::{
 };
 use super::{GroupKey, KedaHub};
 use crate::audit::{Action, AuditRecord, Outcome};
+use crate::backend::prometheus::LAG_SECONDS_RULE;
 use crate::decide::Trigger;
 use crate::engine::Engine;
 use crate::policy::Policy;
@@ -25,8 +26,39 @@ use crate::reason::ReasonCode;
 /// expire because Alertmanager stopped re-sending them).
 const RECHECK: Duration = Duration::from_secs(5);
 
-/// The metric name in `GetMetricSpec` and `GetMetrics`.
+/// The metric name in `GetMetricSpec` and `GetMetrics` (`metric: lag`, the default).
 pub const METRIC_LAG: &str = "kafka_medic_consumergroup_lag";
+
+/// The metric name in `GetMetricSpec` and `GetMetrics` with `metric: lag_seconds`.
+pub const METRIC_LAG_SECONDS: &str = "kafka_medic_consumergroup_lag_seconds";
+
+/// What a ScaledObject's trigger scales on (`metric` in its metadata).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Metric {
+    /// `lag` (the default): offsets, target `lag_per_replica`.
+    Lag,
+    /// `lag_seconds`: the oldest unconsumed message's age, target `lag_seconds_per_replica`.
+    LagSeconds(f64),
+}
+
+impl Metric {
+    fn name(self) -> &'static str {
+        match self {
+            Metric::Lag => METRIC_LAG,
+            Metric::LagSeconds(_) => METRIC_LAG_SECONDS,
+        }
+    }
+}
+
+/// An integer for KEDA's int64 fields, rounded up (KEDA reads the float ones when above 0).
+fn int(v: f64) -> i64 {
+    if v.is_finite() && v > 0.0 {
+        // `as` saturates at i64::MAX.
+        v.ceil() as i64
+    } else {
+        0
+    }
+}
 
 /// The service.
 #[derive(Clone)]
@@ -51,6 +83,43 @@ impl ExternalScalerService {
         self.stop.clone()
     }
 
+    /// The state shared with the webhook handler.
+    pub(crate) fn hub(&self) -> &Arc<KedaHub> {
+        &self.hub
+    }
+
+    /// The engine (policies, clock, audit log).
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The policy the ScaledObject's metadata names, and its metric; NotFound (audited) without
+    /// a policy, InvalidArgument for a metric the policy cannot serve.
+    async fn resolve_metric(
+        &self,
+        r: &ScaledObjectRef,
+    ) -> Result<(GroupKey, Policy, Metric), Status> {
+        let (key, policy) = self.resolve(r).await?;
+        let metric = match r
+            .scaler_metadata
+            .get("metric")
+            .map(|m| m.trim())
+            .filter(|m| !m.is_empty())
+        {
+            Some("lag_seconds") => match policy.lag_seconds_per_replica {
+                Some(target) => Metric::LagSeconds(target),
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "ScaledObject {}/{}: metric: lag_seconds needs lag_seconds_per_replica in the policy of cluster {:?} consumergroup {:?}, which has none (add it to the policy file, or use metric: lag)",
+                        r.namespace, r.name, key.0, key.1
+                    )))
+                }
+            },
+            _ => Metric::Lag,
+        };
+        Ok((key, policy, metric))
+    }
+
     /// The policy the ScaledObject's metadata names; NotFound (audited) without one.
     async fn resolve(&self, r: &ScaledObjectRef) -> Result<(GroupKey, Policy), Status> {
         let meta = |k: &str| {
@@ -66,12 +135,7 @@ impl ExternalScalerService {
             )));
         };
         match meta("metric").as_deref() {
-            None | Some("lag") => {}
-            Some("lag_seconds") => {
-                return Err(Status::invalid_argument(
-                    "metric: lag_seconds is not served yet; use metric: lag (the default)",
-                ))
-            }
+            None | Some("lag") | Some("lag_seconds") => {}
             Some(other) => {
                 return Err(Status::invalid_argument(format!(
                     "metric: {other:?} is not one of lag, lag_seconds"
@@ -114,7 +178,7 @@ impl ExternalScaler for ExternalScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<IsActiveResponse>, Status> {
-        let (key, _) = self.resolve(request.get_ref()).await?;
+        let (key, _, _) = self.resolve_metric(request.get_ref()).await?;
         let result = self.hub.activity.is_active(&key, self.engine.now());
         Ok(Response::new(IsActiveResponse { result }))
     }
@@ -125,7 +189,7 @@ impl ExternalScaler for ExternalScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
-        let (key, _) = self.resolve(request.get_ref()).await?;
+        let (key, _, _) = self.resolve_metric(request.get_ref()).await?;
         let state = (
             self.hub.activity.subscribe(),
             None::<bool>,
@@ -158,13 +222,20 @@ impl ExternalScaler for ExternalScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
-        let (_, policy) = self.resolve(request.get_ref()).await?;
-        let target = i64::try_from(policy.lag_per_replica.max(1)).unwrap_or(i64::MAX);
+        let (_, policy, metric) = self.resolve_metric(request.get_ref()).await?;
+        let (target_size, target_size_float) = match metric {
+            Metric::Lag => {
+                let target = i64::try_from(policy.lag_per_replica.max(1)).unwrap_or(i64::MAX);
+                (target, target as f64)
+            }
+            // An integer KEDA can read too: rounded up, at least 1 (0 would divide by zero).
+            Metric::LagSeconds(target) => (int(target).max(1), target),
+        };
         Ok(Response::new(GetMetricSpecResponse {
             metric_specs: vec![MetricSpec {
-                metric_name: METRIC_LAG.into(),
-                target_size: target,
-                target_size_float: target as f64,
+                metric_name: metric.name().into(),
+                target_size,
+                target_size_float,
             }],
         }))
     }
@@ -177,43 +248,59 @@ impl ExternalScaler for ExternalScalerService {
         let Some(r) = req.scaled_object_ref else {
             return Err(Status::invalid_argument("scaledObjectRef is missing"));
         };
-        let (key, _) = self.resolve(&r).await?;
+        let (key, _, metric) = self.resolve_metric(&r).await?;
         let name = if req.metric_name.is_empty() {
-            METRIC_LAG.to_string()
+            metric.name().to_string()
         } else {
             req.metric_name
         };
-        // While the persistent-lag alert does not fire, report 0: a spike shorter than the
-        // sustain window never fires the alert, so it never asks the HPA for a replica.
-        let value = if self.hub.activity.is_active(&key, self.engine.now()) {
+        // While the persistent-lag alert does not fire, report 0 (offsets or seconds alike): a
+        // spike shorter than the sustain window never fires the alert, so it never asks the HPA
+        // for a replica.
+        let (metric_value, metric_value_float) = if self
+            .hub
+            .activity
+            .is_active(&key, self.engine.now())
+        {
             let Some(prom) = &self.hub.prom else {
                 return Err(Status::failed_precondition(
                     "no Prometheus configured (prometheus.url): the group's lag is unknown",
                 ));
             };
-            match prom.group_lag(&key.0, &key.1).await {
-                Ok(Some(lag)) => lag,
-                Ok(None) => {
-                    return Err(Status::unavailable(format!(
-                        "Prometheus has no lag series for cluster {:?} consumergroup {:?}",
-                        key.0, key.1
-                    )))
-                }
-                Err(e) => {
-                    return Err(Status::unavailable(format!(
-                        "Prometheus query for the group's lag failed: {e}"
-                    )))
-                }
+            let (cluster, group) = (&key.0, &key.1);
+            let missing = |series: &str| {
+                Status::unavailable(format!(
+                        "Prometheus has no {series} series for cluster {cluster:?} consumergroup {group:?}"
+                    ))
+            };
+            match metric {
+                Metric::Lag => match prom.group_lag(cluster, group).await {
+                    Ok(Some(lag)) => (i64::try_from(lag).unwrap_or(i64::MAX), lag as f64),
+                    Ok(None) => return Err(missing("lag")),
+                    Err(e) => {
+                        return Err(Status::unavailable(format!(
+                            "Prometheus query for the group's lag failed: {e}"
+                        )))
+                    }
+                },
+                Metric::LagSeconds(_) => match prom.group_lag_seconds(cluster, group).await {
+                    Ok(Some(seconds)) => (int(seconds), seconds),
+                    Ok(None) => return Err(missing(LAG_SECONDS_RULE)),
+                    Err(e) => {
+                        return Err(Status::unavailable(format!(
+                            "Prometheus query for the group's lag in seconds failed: {e}"
+                        )))
+                    }
+                },
             }
         } else {
-            0
+            (0, 0.0)
         };
-        let v = i64::try_from(value).unwrap_or(i64::MAX);
         Ok(Response::new(GetMetricsResponse {
             metric_values: vec![MetricValue {
                 metric_name: name,
-                metric_value: v,
-                metric_value_float: value as f64,
+                metric_value,
+                metric_value_float,
             }],
         }))
     }

@@ -75,6 +75,9 @@ pub struct State {
     pub refuse: BTreeMap<(String, i32), i16>,
     /// The `client_id` of every request header, in arrival order.
     pub client_ids: Vec<Option<String>>,
+    /// (API key, the client's port) of every request, in arrival order: which connection, so
+    /// which process, sent it.
+    pub peers: Vec<(i16, u16)>,
     /// Dynamic configs as IncrementalAlterConfigs left them: (resource type: 2 topic, 4
     /// broker; name) -> config -> value. A list config SUBTRACTed to nothing is removed.
     pub configs: BTreeMap<(i8, String), BTreeMap<String, String>>,
@@ -250,6 +253,22 @@ impl FakeKafka {
         self.state.lock().unwrap().client_ids.clone()
     }
 
+    /// (API key, the client's TCP port) of every request received, in arrival order.
+    pub fn peers(&self) -> Vec<(i16, u16)> {
+        self.state.lock().unwrap().peers.clone()
+    }
+
+    /// The listener port of every broker, dead ones included.
+    pub fn ports(&self) -> Vec<u16> {
+        self.state
+            .lock()
+            .unwrap()
+            .brokers
+            .values()
+            .map(|b| b.port)
+            .collect()
+    }
+
     pub fn requests(&self) -> Vec<(i32, i16, Req)> {
         self.state.lock().unwrap().log.clone()
     }
@@ -275,6 +294,7 @@ impl FakeKafka {
 }
 
 async fn serve(mut sock: TcpStream, broker: i32, state: Arc<Mutex<State>>) -> std::io::Result<()> {
+    let peer = sock.peer_addr().map(|a| a.port()).unwrap_or(0);
     loop {
         let len = sock.read_i32().await?;
         let mut buf = vec![0u8; len as usize];
@@ -287,11 +307,12 @@ async fn serve(mut sock: TcpStream, broker: i32, state: Arc<Mutex<State>>) -> st
         let version = i16::from_be_bytes([body[2], body[3]]);
         let api = ApiKey::try_from(key).expect("known api key");
         let header = RequestHeader::decode(&mut body, api.request_header_version(version)).unwrap();
-        state
-            .lock()
-            .unwrap()
-            .client_ids
-            .push(header.client_id.as_ref().map(|c| c.to_string()));
+        {
+            let mut st = state.lock().unwrap();
+            st.client_ids
+                .push(header.client_id.as_ref().map(|c| c.to_string()));
+            st.peers.push((key, peer));
+        }
         let mut out = BytesMut::new();
         out.put_i32(0);
         ResponseHeader::default()

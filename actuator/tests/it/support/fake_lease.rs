@@ -3,7 +3,8 @@
 //! One [`LeaseApi`] holds the Leases; each replica reaches it through its own [`Endpoint`] (a
 //! MockServer of its own, sharing the state), which can be cut off — no answer at all, or 503 —
 //! to partition that replica from the API while the others still reach it. An endpoint can also
-//! serve a [`FakeKube`]'s Deployments, cut off with it.
+//! serve a [`FakeKube`]'s Deployments and ConfigMaps (the intent of broker actions), cut off
+//! with it.
 //!
 //! Like the API server: every write gets the next resourceVersion; GET of a missing Lease is
 //! 404; POST of an existing name is 409 AlreadyExists; PUT with a stale
@@ -21,6 +22,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::path_regex;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+use super::fake_configmap::FakeConfigMaps;
 use super::FakeKube;
 
 const LEASES: &str = r"^/apis/coordination\.k8s\.io/v1/namespaces/[^/]+/leases(/[^/]+)?$";
@@ -171,7 +173,8 @@ fn invalid(body: &Value, ns: &str, name: Option<&str>) -> Option<String> {
 }
 
 impl LeaseApi {
-    /// An endpoint for `client`, serving the Leases and, if given, `kube`'s Deployments.
+    /// An endpoint for `client`, serving the Leases and, if given, `kube`'s Deployments and
+    /// ConfigMaps.
     pub async fn endpoint(&self, client: &str, kube: Option<&FakeKube>) -> Endpoint {
         let server = MockServer::start().await;
         let cut = Arc::new(Mutex::new(Cut::No));
@@ -189,6 +192,15 @@ impl LeaseApi {
             ))
             .respond_with(CutKube {
                 kube: kube.clone(),
+                cut: cut.clone(),
+            })
+            .mount(&server)
+            .await;
+            Mock::given(path_regex(
+                r"^/api/v1/namespaces/[^/]+/configmaps(/[^/]+)?$",
+            ))
+            .respond_with(CutConfigMaps {
+                configmaps: kube.configmaps.clone(),
                 cut: cut.clone(),
             })
             .mount(&server)
@@ -375,5 +387,18 @@ impl Respond for CutKube {
     fn respond(&self, req: &Request) -> ResponseTemplate {
         let cut = *self.cut.lock().unwrap();
         cut_answer(cut).unwrap_or_else(|| self.kube.respond(req))
+    }
+}
+
+/// A FakeKube's ConfigMaps behind the same switch (a cut-off request is not recorded).
+struct CutConfigMaps {
+    configmaps: FakeConfigMaps,
+    cut: Arc<Mutex<Cut>>,
+}
+
+impl Respond for CutConfigMaps {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let cut = *self.cut.lock().unwrap();
+        cut_answer(cut).unwrap_or_else(|| self.configmaps.respond(req))
     }
 }

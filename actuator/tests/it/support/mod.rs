@@ -1,6 +1,7 @@
 //! Shared test helpers: a stateful fake Kubernetes API on wiremock, a fake Prometheus, payloads.
 
 pub mod configmap;
+pub mod fake_autoscalers;
 pub mod fake_configmap;
 pub mod fake_events;
 pub mod fake_kafka;
@@ -209,9 +210,45 @@ impl Respond for FakeKube {
 pub struct FakeProm {
     pub lag: Arc<Mutex<HashMap<(String, String), f64>>>,
     pub broker_alert: Arc<Mutex<Option<String>>>,
+    /// Groups whose `KafkaConsumerLagPersistent` fires in `ALERTS` (as a real Prometheus shows
+    /// them: `__name__`, `alertname`, `alertstate`, `cluster`, `consumergroup`, `severity`).
+    pub lag_alerts: Arc<Mutex<std::collections::BTreeSet<(String, String)>>>,
+    /// `cluster_consumergroup:kafka_consumergroup_lag_seconds:max` per group.
+    pub lag_seconds: Arc<Mutex<HashMap<(String, String), f64>>>,
+    /// While set, every query gets 503.
+    pub down: Arc<std::sync::atomic::AtomicBool>,
+    /// `ALERTS` queries for `KafkaConsumerLagPersistent` received (counted before answering).
+    pub lag_alert_queries: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeProm {
+    /// Show (or stop showing) the group's `KafkaConsumerLagPersistent` firing in `ALERTS`.
+    pub fn set_lag_alert(&self, cluster: &str, group: &str, firing: bool) {
+        let mut alerts = self.lag_alerts.lock().unwrap();
+        let key = (cluster.to_string(), group.to_string());
+        if firing {
+            alerts.insert(key);
+        } else {
+            alerts.remove(&key);
+        }
+    }
+
+    pub fn set_lag_seconds(&self, cluster: &str, group: &str, v: f64) {
+        self.lag_seconds
+            .lock()
+            .unwrap()
+            .insert((cluster.into(), group.into()), v);
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn lag_alert_queries(&self) -> usize {
+        self.lag_alert_queries
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn set_lag(&self, cluster: &str, group: &str, v: f64) {
         self.lag
             .lock()
@@ -229,7 +266,29 @@ impl Respond for FakeProm {
             .map(|(_, v)| v.to_string())
             .unwrap_or_default();
         let mut result = Vec::new();
-        if q.starts_with("ALERTS") {
+        let lag_alerts =
+            q.starts_with("ALERTS") && q.contains("alertname=\"KafkaConsumerLagPersistent\"");
+        if lag_alerts {
+            self.lag_alert_queries
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return ResponseTemplate::new(503).set_body_string("Service Unavailable");
+        }
+        if lag_alerts {
+            for (c, g) in self.lag_alerts.lock().unwrap().iter() {
+                result.push(json!({"metric": {
+                    "__name__": "ALERTS", "alertname": "KafkaConsumerLagPersistent",
+                    "alertstate": "firing", "cluster": c, "consumergroup": g, "severity": "warning"
+                }, "value": [0, "1"]}));
+            }
+        } else if q.starts_with("cluster_consumergroup:kafka_consumergroup_lag_seconds:max{") {
+            for ((c, g), v) in self.lag_seconds.lock().unwrap().iter() {
+                if q.contains(&format!("cluster=\"{c}\",consumergroup=\"{g}\"")) {
+                    result.push(json!({"metric": {"cluster": c, "consumergroup": g}, "value": [0, v.to_string()]}));
+                }
+            }
+        } else if q.starts_with("ALERTS") {
             if let Some(name) = self.broker_alert.lock().unwrap().clone() {
                 result.push(json!({"metric": {"alertname": name}, "value": [0, "1"]}));
             }
