@@ -413,12 +413,18 @@ fn a_dead_broker_fires_kafka_broker_down_and_holds_scale_downs() {
     // the alert) it waits...
     let grace = broker_records(&stack, "KafkaBrokerDown");
     let first = &grace[0];
-    assert_eq!(first["trigger"], "webhook");
+    // The leader learns of the alert from the webhook or, level-triggered, from Prometheus's
+    // ALERTS in its re-evaluation round, whichever comes first; either way the start is the
+    // firing, never the pending start, so the grace period holds.
+    assert!(
+        first["trigger"] == "webhook" || first["trigger"] == "reevaluate",
+        "{first}"
+    );
     assert_eq!(first["outcome"], "skipped");
     assert_eq!(first["reason"], "grace_period");
     let starts = medic_e2e::observe::rfc3339(first["starts_at"].as_str().unwrap());
     assert!(
-        near(starts, fired, 1.0),
+        near(starts, fired, 2.5),
         "startsAt {starts} vs the first firing evaluation at {fired}"
     );
     let left = 20.0 - (audit_ts(first) - starts);

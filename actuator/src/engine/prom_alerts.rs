@@ -9,8 +9,9 @@
 //! - Dedupe: a series and a tracked alert are the same alert when their fingerprints are equal
 //!   (the series' labels hashed as Alertmanager does) or, failing that (Prometheus's external
 //!   labels change the notification's fingerprint), when kind, broker and path are. An alert
-//!   first learnt from Prometheus keeps its start (`ALERTS_FOR_STATE`: when it became active;
-//!   else when first seen) when its notification arrives: one alert, one episode.
+//!   first learnt from Prometheus starts when this replica first saw it firing (never earlier
+//!   than Alertmanager's startsAt, so a grace period is never shortened), and keeps that start
+//!   when its notification arrives: one alert, one episode.
 //! - Prometheus confirms what it shows: a tracked alert it has shown firing and shows no more is
 //!   dropped, audited like a resolved notification (`cancelled`, or `alert_resolved` while an
 //!   action of ours runs on that broker), so a resolution notified to another replica counts too.
@@ -289,9 +290,13 @@ impl Engine {
         self.source_gauge(true);
         let mut by_cluster: BTreeMap<String, Vec<BrokerAlert>> = BTreeMap::new();
         for s in &series {
-            // No ALERTS_FOR_STATE: the alert starts when first seen (an alert already tracked
-            // keeps the start it has).
-            match broker_alert_from_series(&s.labels, s.active_at.unwrap_or(now)) {
+            // The alert starts when this replica first sees it firing (an alert already
+            // tracked keeps the start it has). Not ALERTS_FOR_STATE: that is when the rule went
+            // *pending*, earlier than Alertmanager's startsAt (the first firing evaluation) by
+            // the rule's `for`, and a grace period counted from it would end early (the
+            // whole-loop test saw a 20 s grace skipped after KafkaBrokerDown's 1 m `for`). First
+            // sight is at most one look after the real start, so a grace is never shortened.
+            match broker_alert_from_series(&s.labels, now) {
                 Ok(alert) if clusters.contains_key(&alert.cluster) => by_cluster
                     .entry(alert.cluster.clone())
                     .or_default()

@@ -31,6 +31,9 @@ fn tracked(state: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+// When the rule went pending (ALERTS_FOR_STATE). The alert's start is not this but when the
+// leader first saw it firing (T0, 2027-01-15T08:00:00Z): a grace counted from the pending
+// start would end early by the rule's `for`.
 const ACTIVE_AT: i64 = T0 - 3600; // 2027-01-15T07:00:00Z
 
 #[tokio::test]
@@ -73,7 +76,7 @@ async fn alerts_only_prometheus_shows_are_acted_on_merged_with_webhooks_and_drop
         ("alertname", "KafkaBrokerOverloaded"),
         ("cluster", "prod"),
         ("broker", "2"),
-        ("starts_at", "2027-01-15T07:00:00Z"),
+        ("starts_at", "2027-01-15T08:00:00Z"),
         ("fingerprint", fp.as_str()),
     ] {
         assert_eq!(first[field], want, "{field}: {first:#}");
@@ -129,11 +132,11 @@ async fn alerts_only_prometheus_shows_are_acted_on_merged_with_webhooks_and_drop
     let t = tracked(&state);
     assert_eq!(t.len(), 2, "one alert per broker: {state:#}");
     let two = t.iter().find(|x| x["broker"] == "2").unwrap();
-    assert_eq!(two["starts_at"], "2027-01-15T07:00:00Z");
+    assert_eq!(two["starts_at"], "2027-01-15T08:00:00Z");
     assert_eq!(two["fingerprint"], fp.as_str());
     let lines = audit_lines(&files.audit_path());
     assert_eq!(
-        lines[1]["starts_at"], "2027-01-15T07:00:00Z",
+        lines[1]["starts_at"], "2027-01-15T08:00:00Z",
         "{:#}",
         lines[1]
     );
@@ -463,15 +466,19 @@ async fn any_webhook_prompts_the_binary_to_act_on_a_broker_alert_only_a_real_pro
     labels.remove("__name__");
     labels.remove("alertstate");
     let active_at: f64 = for_state[0]["value"][1].as_str().unwrap().parse().unwrap();
-    let starts_at = jiff::Timestamp::from_second(active_at as i64)
-        .unwrap()
-        .to_string();
+    // The start is when the leader first saw the alert firing: after the rule went pending
+    // (ALERTS_FOR_STATE), and no later than the decision.
+    let starts: jiff::Timestamp = acted["starts_at"].as_str().unwrap().parse().unwrap();
+    let decided: jiff::Timestamp = acted["ts"].as_str().unwrap().parse().unwrap();
+    assert!(
+        starts.as_second() >= active_at as i64 && starts <= decided,
+        "starts_at {starts} must lie between the pending start {active_at} and the decision {decided}"
+    );
     for (field, want) in [
         ("trigger", "reevaluate"),
         ("action", "move_leadership"),
         ("alertname", "KafkaBrokerOverloaded"),
         ("cluster", "prod"),
-        ("starts_at", starts_at.as_str()),
         (
             "fingerprint",
             medic_actuator::alert::fingerprint(&labels).as_str(),

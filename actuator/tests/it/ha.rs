@@ -389,7 +389,7 @@ impl Ha {
         let kafka = kafka_cluster().await;
         let files = Files::new();
         files.add_brokers(&format!(
-            "  - {{cluster: prod, backend: kafka, kafka: {{bootstrap_servers: ['{}'], request_timeout: 2s}}, settle_time: 0s, poll_interval: 100ms, reassignment_timeout: 1h, throttle_bytes_per_second: {RATE}}}\n",
+            "  - {{cluster: prod, backend: kafka, kafka: {{bootstrap_servers: ['{}'], request_timeout: 2s}}, settle_time: 0s, down_grace: 0s, poll_interval: 100ms, reassignment_timeout: 1h, throttle_bytes_per_second: {RATE}}}\n",
             kafka.bootstrap()
         ));
         let prom = FakePromAlerts::default();
@@ -619,12 +619,19 @@ fn check_start(ha: &Ha, start: &Value, by: &str, alert: &DownAlert) -> Value {
         ("broker", json!("4")),
         ("alertname", json!("KafkaBrokerDown")),
         ("fingerprint", json!(alert.fingerprint)),
-        ("starts_at", json!(alert.active.to_string())),
         ("backend", json!("kafka")),
         ("replica_moves", json!(2)),
     ] {
         assert_eq!(start[field], want, "{field}: {start:#}");
     }
+    // The alert starts when the leader first saw it firing in ALERTS: after it went pending
+    // (ALERTS_FOR_STATE) and no later than this decision.
+    let starts: Timestamp = start["starts_at"].as_str().unwrap().parse().unwrap();
+    let decided: Timestamp = start["ts"].as_str().unwrap().parse().unwrap();
+    assert!(
+        starts >= alert.active && starts <= decided,
+        "starts_at {starts}: {start:#}"
+    );
     let task = start["task_id"].as_str().unwrap();
     assert!(task.starts_with("kafka-"), "{start:#}");
     let a = ha.intent().expect("the intent of the running action");
@@ -634,7 +641,7 @@ fn check_start(ha: &Ha, start: &Value, by: &str, alert: &DownAlert) -> Value {
     assert_eq!(a["kind"], "replace_replicas", "{a:#}");
     assert_eq!(a["broker"], 4, "{a:#}");
     assert_eq!(a["alert"]["fingerprint"], alert.fingerprint.as_str());
-    assert_eq!(a["alert"]["starts_at"], alert.active.to_string());
+    assert_eq!(a["alert"]["starts_at"], start["starts_at"]);
     assert!(a.get("recovered_by").is_none(), "{a:#}");
     let mut moves = a["moves"].as_array().unwrap().clone();
     moves.sort_by_key(|m| m["partition"].as_i64());
