@@ -290,7 +290,10 @@ pub async fn serve_with_tls(
             .clone()
             .run_alerts_poll(service.engine().clone(), stop.clone()),
     );
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    // TCP_NODELAY: a push that follows another answer on the same connection (KEDA polls
+    // IsActive on the connection that carries StreamIsActive) must not wait for the client's
+    // delayed ACK: with Nagle on it waited ~43 ms (benches/keda_push.rs, BENCHMARKS.md).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let stop_streams = stop.clone();
     let served = server
         .add_service(proto::external_scaler_server::ExternalScalerServer::new(
