@@ -71,45 +71,6 @@ where
     }
 }
 
-/// Brokers 1-5 (4 dead, 5 with a full disk so it receives nothing), partitions of `logs` on 4,
-/// and an operator's own throttles: on topic `other`, on `logs` partition 2, and on broker 5.
-async fn kafka_cluster() -> FakeKafka {
-    let fake = FakeKafka::start(&[
-        (1, Some("a")),
-        (2, Some("b")),
-        (3, Some("c")),
-        (4, Some("c")),
-        (5, Some("a")),
-    ])
-    .await;
-    fake.add_partition("logs", 0, &[4, 1, 2], &[4, 1, 2], 4, 300);
-    fake.add_partition("logs", 1, &[1, 4], &[1, 4], 1, 200);
-    fake.add_partition("logs", 2, &[2, 3], &[2, 3], 2, 100);
-    fake.add_partition("other", 0, &[1, 2], &[1, 2], 1, 10);
-    fake.kill(4);
-    fake.state
-        .lock()
-        .unwrap()
-        .brokers
-        .get_mut(&5)
-        .unwrap()
-        .disk_used = 990;
-    fake.set_config(
-        TOPIC,
-        "other",
-        "leader.replication.throttled.replicas",
-        "0:1,0:2",
-    );
-    fake.set_config(
-        TOPIC,
-        "logs",
-        "follower.replication.throttled.replicas",
-        "2:3",
-    );
-    fake.set_config(BROKER, "5", "leader.replication.throttled.rate", "999");
-    fake
-}
-
 type Throttles = BTreeMap<(i8, String), BTreeMap<String, String>>;
 
 /// The operator's throttles, as `kafka_cluster` set them.
@@ -386,7 +347,7 @@ impl Ha {
     /// Two replicas `actuator-a` and `actuator-b` with the Kubernetes client settings
     /// `kube_settings` (the inside of `kubernetes: {...}` besides `api_url`).
     async fn start(kube_settings: &str) -> Self {
-        let kafka = kafka_cluster().await;
+        let kafka = FakeKafka::dead_broker_4_with_operator_throttles().await;
         let files = Files::new();
         files.add_brokers(&format!(
             "  - {{cluster: prod, backend: kafka, kafka: {{bootstrap_servers: ['{}'], request_timeout: 2s}}, settle_time: 0s, down_grace: 0s, poll_interval: 100ms, reassignment_timeout: 1h, throttle_bytes_per_second: {RATE}}}\n",

@@ -663,3 +663,54 @@ fn answer(
         other => panic!("the fake Kafka got {other:?}"),
     }
 }
+
+/// ConfigResource types (IncrementalAlterConfigs): topic and broker.
+const TOPIC_RESOURCE: i8 = 2;
+const BROKER_RESOURCE: i8 = 4;
+
+impl FakeKafka {
+    /// Brokers 1-5 (4 dead, 5 with a full disk so it receives nothing), partitions of `logs` on
+    /// 4, and an operator's own throttles: on topic `other`, on `logs` partition 2, and on
+    /// broker 5 (the HA and recovery tests check that these survive).
+    pub async fn dead_broker_4_with_operator_throttles() -> FakeKafka {
+        let fake = Self::start(&[
+            (1, Some("a")),
+            (2, Some("b")),
+            (3, Some("c")),
+            (4, Some("c")),
+            (5, Some("a")),
+        ])
+        .await;
+        fake.add_partition("logs", 0, &[4, 1, 2], &[4, 1, 2], 4, 300);
+        fake.add_partition("logs", 1, &[1, 4], &[1, 4], 1, 200);
+        fake.add_partition("logs", 2, &[2, 3], &[2, 3], 2, 100);
+        fake.add_partition("other", 0, &[1, 2], &[1, 2], 1, 10);
+        fake.kill(4);
+        fake.state
+            .lock()
+            .unwrap()
+            .brokers
+            .get_mut(&5)
+            .unwrap()
+            .disk_used = 990;
+        fake.set_config(
+            TOPIC_RESOURCE,
+            "other",
+            "leader.replication.throttled.replicas",
+            "0:1,0:2",
+        );
+        fake.set_config(
+            TOPIC_RESOURCE,
+            "logs",
+            "follower.replication.throttled.replicas",
+            "2:3",
+        );
+        fake.set_config(
+            BROKER_RESOURCE,
+            "5",
+            "leader.replication.throttled.rate",
+            "999",
+        );
+        fake
+    }
+}
