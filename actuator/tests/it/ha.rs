@@ -29,7 +29,7 @@ use jiff::{SignedDuration, Timestamp};
 use kafka_protocol::messages::ApiKey;
 use serde_json::{json, Value};
 use support::fake_kafka::{FakeKafka, Req};
-use support::fake_lease::{Cut, Endpoint, LeaseApi, LeaseRequest};
+use support::fake_lease::{assert_disjoint, intervals, Cut, Endpoint, LeaseApi, LeaseRequest};
 use support::fake_prom_alerts::FakePromAlerts;
 use support::harness::{fake_kube, metric};
 use support::process::{post, Running};
@@ -1036,39 +1036,6 @@ impl Drop for Sampler {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.task.take() {
             t.abort();
-        }
-    }
-}
-
-/// Leadership intervals from a replica's audit records: [acquired, lost or released).
-fn intervals(records: &[(String, Timestamp)]) -> Vec<(Timestamp, Option<Timestamp>)> {
-    let mut out = Vec::new();
-    let mut open: Option<Timestamp> = None;
-    for (action, ts) in records {
-        match action.as_str() {
-            "acquire_leadership" => open = open.or(Some(*ts)),
-            "lose_leadership" | "release_leadership" => {
-                if let Some(start) = open.take() {
-                    out.push((start, Some(*ts)));
-                }
-            }
-            other => panic!("unexpected leadership action {other}"),
-        }
-    }
-    if let Some(start) = open {
-        out.push((start, None));
-    }
-    out
-}
-
-fn assert_disjoint(a: &[(Timestamp, Option<Timestamp>)], b: &[(Timestamp, Option<Timestamp>)]) {
-    for (s1, e1) in a {
-        for (s2, e2) in b {
-            let overlap = e1.is_none_or(|e1| *s2 < e1) && e2.is_none_or(|e2| *s1 < e2);
-            assert!(
-                !overlap,
-                "leadership intervals overlap: {s1}..{e1:?} and {s2}..{e2:?}"
-            );
         }
     }
 }

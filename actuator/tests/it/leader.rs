@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use jiff::Timestamp;
 use serde_json::Value;
-use support::fake_lease::{Cut, Endpoint, LeaseApi, LeaseRequest};
+use support::fake_lease::{assert_disjoint, intervals, Cut, Endpoint, LeaseApi, LeaseRequest};
 use support::harness::{fake_kube, metric};
 use support::process::{client, post, Running};
 use support::*;
@@ -165,37 +165,9 @@ fn takeover_by(api: &LeaseApi, id: &str) -> Option<LeaseRequest> {
         .find(|r| r.client == id && r.holder() == Some(id))
 }
 
-/// Leadership intervals from a replica's audit records: [acquired, lost or released).
-fn intervals(records: &[(String, Timestamp, String)]) -> Vec<(Timestamp, Option<Timestamp>)> {
-    let mut out = Vec::new();
-    let mut open: Option<Timestamp> = None;
-    for (action, ts, _) in records {
-        match action.as_str() {
-            "acquire_leadership" => open = open.or(Some(*ts)),
-            "lose_leadership" | "release_leadership" => {
-                if let Some(start) = open.take() {
-                    out.push((start, Some(*ts)));
-                }
-            }
-            other => panic!("unexpected leadership action {other}"),
-        }
-    }
-    if let Some(start) = open {
-        out.push((start, None));
-    }
-    out
-}
-
-fn assert_disjoint(a: &[(Timestamp, Option<Timestamp>)], b: &[(Timestamp, Option<Timestamp>)]) {
-    for (s1, e1) in a {
-        for (s2, e2) in b {
-            let overlap = e1.is_none_or(|e1| *s2 < e1) && e2.is_none_or(|e2| *s1 < e2);
-            assert!(
-                !overlap,
-                "leadership intervals overlap: {s1}..{e1:?} and {s2}..{e2:?}"
-            );
-        }
-    }
+/// (action, ts) of each leadership record, for [`intervals`].
+fn actions_at(records: &[(String, Timestamp, String)]) -> Vec<(String, Timestamp)> {
+    records.iter().map(|(a, t, _)| (a.clone(), *t)).collect()
 }
 
 fn broker_payload() -> Vec<u8> {
@@ -484,8 +456,8 @@ async fn a_leader_cut_off_from_the_api_stops_before_its_lease_expires_and_never_
     );
     assert!(samples.len() >= 20, "too few samples: {}", samples.len());
     assert_disjoint(
-        &intervals(&reps[l].leadership_records()),
-        &intervals(&reps[f].leadership_records()),
+        &intervals(&actions_at(&reps[l].leadership_records())),
+        &intervals(&actions_at(&reps[f].leadership_records())),
     );
     assert_eq!(
         reps[f].leadership_records().len(),
@@ -555,8 +527,8 @@ async fn a_leader_stopped_with_sigterm_releases_the_lease_and_the_other_takes_ov
     );
     assert_eq!(api.lease(NS, NAME).unwrap()["spec"]["leaseTransitions"], 1);
     assert_disjoint(
-        &intervals(&reps[l].leadership_records()),
-        &intervals(&reps[f].leadership_records()),
+        &intervals(&actions_at(&reps[l].leadership_records())),
+        &intervals(&actions_at(&reps[f].leadership_records())),
     );
 }
 

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use jiff::Timestamp;
 use serde_json::{json, Value};
 use wiremock::matchers::path_regex;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -400,5 +401,39 @@ impl Respond for CutConfigMaps {
     fn respond(&self, req: &Request) -> ResponseTemplate {
         let cut = *self.cut.lock().unwrap();
         cut_answer(cut).unwrap_or_else(|| self.configmaps.respond(req))
+    }
+}
+
+/// Leadership intervals from a replica's audit records: [acquired, lost or released).
+pub fn intervals(records: &[(String, Timestamp)]) -> Vec<(Timestamp, Option<Timestamp>)> {
+    let mut out = Vec::new();
+    let mut open: Option<Timestamp> = None;
+    for (action, ts) in records {
+        match action.as_str() {
+            "acquire_leadership" => open = open.or(Some(*ts)),
+            "lose_leadership" | "release_leadership" => {
+                if let Some(start) = open.take() {
+                    out.push((start, Some(*ts)));
+                }
+            }
+            other => panic!("unexpected leadership action {other}"),
+        }
+    }
+    if let Some(start) = open {
+        out.push((start, None));
+    }
+    out
+}
+
+/// Fails if two replicas' leadership intervals overlap.
+pub fn assert_disjoint(a: &[(Timestamp, Option<Timestamp>)], b: &[(Timestamp, Option<Timestamp>)]) {
+    for (s1, e1) in a {
+        for (s2, e2) in b {
+            let overlap = e1.is_none_or(|e1| *s2 < e1) && e2.is_none_or(|e2| *s1 < e2);
+            assert!(
+                !overlap,
+                "leadership intervals overlap: {s1}..{e1:?} and {s2}..{e2:?}"
+            );
+        }
     }
 }
