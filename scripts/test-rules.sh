@@ -5,7 +5,8 @@
 #   2. promtool test rules     on every rules/tests/*.test.yml
 #   3. rules/tests/lint_rules.py: shared names, annotations, runbook anchors, README entries,
 #      and that every rule and alert is tested (not yet / exact / resolved)
-#   4. amtool check-config     on rules/alertmanager.example.yml
+#   4. amtool check-config     on rules/alertmanager.example.yml; promtool check config --agent
+#      on agent/examples/prometheus-agent.yml (the README's remote-write example)
 #   5. amtool config routes test: the receivers each kind of alert reaches
 #   6. rules/tests/alertmanager_live.py: the example in a real Alertmanager (inhibition,
 #      bearer token from the file, send_resolved)
@@ -78,6 +79,9 @@ run python3 rules/tests/lint_rules.py
 
 step "amtool check-config"
 run amtool check-config rules/alertmanager.example.yml
+
+step "promtool check config --agent: the remote-write example of the README"
+run promtool check config --agent agent/examples/prometheus-agent.yml
 
 step "amtool config routes test"
 # The four alerts the actuator acts on reach it (and people); the stall alert and the

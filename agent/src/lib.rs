@@ -7,6 +7,7 @@
 //! - [`health`]: the broker's CPU, memory, network and disk (sidecar mode).
 //! - [`render`], [`snapshot`], [`server`]: what a scrape serves, never waiting on Kafka.
 //! - [`run`]: the collection loop and the HTTP server.
+//! - [`shard`]: which groups and topics one of several cluster-mode agents reports.
 
 pub(crate) mod collect;
 pub mod config;
@@ -15,5 +16,6 @@ pub mod lag;
 pub(crate) mod render;
 pub mod run;
 pub(crate) mod server;
+pub mod shard;
 pub mod snapshot;
 pub mod telemetry;

@@ -9,9 +9,9 @@ use medic_kafka::{ClientConfig, KafkaClient};
 use crate::collect::{Collector, CollectorSettings};
 use crate::config::{Config, Mode};
 use crate::health::HealthCollector;
-use crate::render::{render_broker, render_lag};
+use crate::render::{count_samples, render_broker, render_lag_into, Granularity, LagOptions};
 use crate::server::{routes, AppState};
-use crate::snapshot::SnapshotCell;
+use crate::snapshot::{SnapshotCell, TextWriter};
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,12 @@ pub struct Agent {
     pub snapshot: Arc<SnapshotCell>,
     pub(crate) cluster: String,
     pub(crate) broker_id: Option<i32>,
+    pub(crate) granularity: Granularity,
+    pub(crate) max_series: Option<usize>,
+    /// The agent's own metrics, counted against the series budget.
+    pub(crate) prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Whether the last collection's budget dropped series (to log changes once).
+    pub(crate) dropping: bool,
 }
 
 impl Agent {
@@ -50,6 +56,7 @@ impl Agent {
                 mode: cfg.mode.clone(),
                 groups: cfg.groups.clone(),
                 topics: cfg.topics.clone(),
+                shard: cfg.shard,
                 history_samples: cfg.history_samples,
                 drain_rate_window: cfg.drain_rate_window,
                 fetch_max_bytes: cfg.fetch_max_bytes,
@@ -68,6 +75,10 @@ impl Agent {
                 Mode::Sidecar { broker_id } => Some(broker_id),
                 Mode::Cluster => None,
             },
+            granularity: cfg.granularity,
+            max_series: cfg.max_series,
+            prometheus: None,
+            dropping: false,
         }
     }
 
@@ -114,7 +125,32 @@ impl Agent {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "collected"
                 );
-                next.lag_text = Arc::new(render_lag(&c.report));
+                let options = LagOptions {
+                    granularity: self.granularity,
+                    max_series: self.max_series,
+                    other_series: self.other_series(health_sample.as_ref()),
+                };
+                let mut text = TextWriter::new();
+                let budget = render_lag_into(&c.report, &options, &mut text);
+                next.lag_text = Arc::new(text.finish());
+                if let Some(max) = self.max_series {
+                    let dropped = budget.dropped_total();
+                    if dropped > 0 && !self.dropping {
+                        tracing::warn!(
+                            max_series = max,
+                            dropped,
+                            exported = budget.exported,
+                            "series budget reached: dropping the lowest-priority series (see medic_agent_series_dropped)"
+                        );
+                    } else if dropped == 0 && self.dropping {
+                        tracing::info!(
+                            max_series = max,
+                            exported = budget.exported,
+                            "series budget no longer reached: exporting every series"
+                        );
+                    }
+                    self.dropping = dropped > 0;
+                }
                 next.report = Arc::new(c.report);
                 next.last_success = Some(t);
                 next.last_error = None;
@@ -142,6 +178,24 @@ impl Agent {
         self.snapshot.store(next);
         metrics::histogram!("medic_agent_collection_duration_seconds")
             .record(started.elapsed().as_secs_f64());
+    }
+}
+
+impl Agent {
+    /// Series of a scrape outside the lag text: the broker families, the three scrape-time
+    /// gauges and the agent's own metrics, as of now. Counted only under a series budget.
+    fn other_series(&self, h: Option<&crate::health::HealthSample>) -> usize {
+        if self.max_series.is_none() {
+            return 0;
+        }
+        let broker = self.broker_id.map_or(0, |b| {
+            count_samples(&render_broker(&self.cluster, b, true, h))
+        });
+        let own = self
+            .prometheus
+            .as_ref()
+            .map_or(0, |p| count_samples(&p.render()));
+        broker + 3 + own
     }
 }
 
@@ -194,13 +248,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let prometheus = crate::telemetry::metrics_handle(&cfg.cluster);
+    if matches!(cfg.mode, Mode::Cluster) {
+        crate::shard::export(cfg.shard);
+    }
     let mut agent = Agent::new(&cfg);
+    agent.prometheus = prometheus.clone();
     let state = Arc::new(AppState {
         snapshot: agent.snapshot.clone(),
         prometheus,
         cluster: cfg.cluster.clone(),
         mode: match cfg.mode {
             Mode::Sidecar { broker_id } => format!("sidecar (broker {broker_id})"),
+            Mode::Cluster if cfg.shard.count() > 1 => format!(
+                "cluster (shard_index {}, shard_count {})",
+                cfg.shard.index(),
+                cfg.shard.count()
+            ),
             Mode::Cluster => "cluster".to_string(),
         },
         stale_after: cfg.stale_after,

@@ -49,13 +49,10 @@ pub(crate) fn routes(
     let with = warp::any().map(move || state.clone());
     let metrics = warp::path!("metrics")
         .and(warp::get())
+        .and(warp::header::optional::<String>("accept-encoding"))
         .and(with.clone())
-        .map(|s: Arc<AppState>| {
-            warp::reply::with_header(
-                metrics_text(&s),
-                "content-type",
-                "text/plain; version=0.0.4; charset=utf-8",
-            )
+        .map(|enc: Option<String>, s: Arc<AppState>| {
+            metrics_reply(&s, enc.as_deref().is_some_and(accepts_gzip))
         });
     let healthz = warp::path!("healthz")
         .and(warp::get())
@@ -102,12 +99,53 @@ pub(crate) fn routes(
     metrics.or(healthz).or(groups).recover(recover)
 }
 
-/// The whole `/metrics` page: the pre-rendered snapshot, the scrape-time gauges, and the
-/// agent's own metrics.
+/// Whether an `Accept-Encoding` value accepts gzip (`gzip` or `*`, with a q-value above 0).
+pub(crate) fn accepts_gzip(header: &str) -> bool {
+    header.split(',').any(|c| {
+        let mut parts = c.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or_default();
+        let q = parts
+            .find_map(|p| p.strip_prefix("q="))
+            .map_or(Some(1.0), |q| q.parse::<f64>().ok());
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && q.is_some_and(|q| q > 0.0)
+    })
+}
+
+/// `/metrics`: gzip for clients that accept it (Prometheus does), the held compressed lag text
+/// followed by the rest compressed now; plain text, decompressed now, for the others.
+fn metrics_reply(s: &AppState, gzip: bool) -> warp::reply::Response {
+    let snap = s.snapshot.load();
+    let tail = scrape_tail(s, &snap);
+    let builder = warp::http::Response::builder()
+        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        .header("vary", "accept-encoding");
+    let built = if gzip {
+        builder
+            .header("content-encoding", "gzip")
+            .body(snap.lag_text.gzip_with(&tail).into())
+    } else {
+        let mut text = snap.lag_text.text();
+        text.push_str(&tail);
+        builder.body(text.into())
+    };
+    built.unwrap_or_else(|e| {
+        warp::reply::with_status(e.to_string(), StatusCode::INTERNAL_SERVER_ERROR).into_response()
+    })
+}
+
+/// The whole `/metrics` page as text (tests).
+#[cfg(test)]
 pub(crate) fn metrics_text(s: &AppState) -> String {
     let snap = s.snapshot.load();
-    let mut out = String::with_capacity(snap.lag_text.len() + snap.broker_text.len() + 4096);
-    out.push_str(&snap.lag_text);
+    let mut text = snap.lag_text.text();
+    text.push_str(&scrape_tail(s, &snap));
+    text
+}
+
+/// What follows the held lag text: the broker families, the scrape-time gauges, and the
+/// agent's own metrics.
+fn scrape_tail(s: &AppState, snap: &crate::snapshot::Snapshot) -> String {
+    let mut out = String::with_capacity(snap.broker_text.len() + 4096);
     out.push_str(&snap.broker_text);
     let cluster = crate::render::escape(&s.cluster);
     let t = now();
@@ -127,7 +165,7 @@ pub(crate) fn metrics_text(s: &AppState) -> String {
         snap.last_success.unwrap_or(0.0)
     ));
     out.push_str("# HELP medic_agent_healthy 1 while /healthz answers 200, else 0.\n# TYPE medic_agent_healthy gauge\n");
-    let h = health(&snap, t, s.stale_after, &s.cluster, &s.mode);
+    let h = health(snap, t, s.stale_after, &s.cluster, &s.mode);
     out.push_str(&format!(
         "medic_agent_healthy{{cluster=\"{cluster}\"}} {}\n",
         u8::from(h.healthy)
@@ -202,16 +240,34 @@ mod tests {
                     group: "a".into(),
                     state: "Stable".into(),
                     coordinator: 1,
+                    info: Default::default(),
                     topics: vec![topic("t1", 5), topic("t2", 3)],
                 },
                 GroupReport {
                     group: "b".into(),
                     state: "Empty".into(),
                     coordinator: 1,
+                    info: Default::default(),
                     topics: vec![topic("t1", 9)],
                 },
             ],
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn accept_encoding_values() {
+        for (h, gzip) in [
+            ("gzip", true),
+            ("identity, gzip;q=0.5", true),
+            ("GZIP", true),
+            ("*", true),
+            ("br, deflate", false),
+            ("gzip;q=0", false),
+            ("gzip;q=0.0, identity", false),
+            ("", false),
+        ] {
+            assert_eq!(accepts_gzip(h), gzip, "{h:?}");
         }
     }
 
@@ -309,6 +365,39 @@ mod tests {
             .unwrap();
         assert!((12.0..14.0).contains(&age), "{age}");
         assert!(text.contains("medic_agent_healthy{cluster=\"c1\"} 0\n"));
+
+        let without_age = |t: &str| {
+            t.lines()
+                .filter(|l| !l.starts_with("medic_agent_snapshot_age_seconds{"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(without_age(&text), without_age(&metrics_text(&s)));
+        assert_eq!(r.headers().get("content-encoding"), None);
+
+        // A client that accepts gzip (Prometheus) gets the same page, gzip-encoded.
+        let r = warp::test::request()
+            .path("/metrics")
+            .header("accept-encoding", "gzip")
+            .reply(&routes(s.clone()))
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-encoding"], "gzip");
+        assert_eq!(r.headers()["vary"], "accept-encoding");
+        let mut unzipped = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(&r.body()[..]),
+            &mut unzipped,
+        )
+        .unwrap();
+        assert!(
+            unzipped.starts_with("kafka_consumergroup_lag{x=\"1\"} 5\n"),
+            "{unzipped}"
+        );
+        assert!(
+            unzipped.contains("medic_agent_healthy{cluster=\"c1\"} 0\n"),
+            "{unzipped}"
+        );
 
         let r = warp::test::request()
             .path("/nope")

@@ -35,6 +35,7 @@ pub(crate) const STAGES: &[&str] = &[
     "metadata",
     "list_groups",
     "offset_fetch",
+    "describe_groups",
     "list_offsets",
     "fetch",
     "process",
@@ -82,7 +83,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         "medic_agent_collection_errors_total",
-        "Problems met while collecting, by stage (metadata, list_groups, offset_fetch, list_offsets, fetch, and the broker health readings)."
+        "Problems met while collecting, by stage (metadata, list_groups, offset_fetch, describe_groups, list_offsets, fetch, and the broker health readings)."
     );
     metrics::describe_counter!(
         "medic_agent_collections_total",

@@ -24,7 +24,9 @@ Steps (each prints ok/FAIL; the script exits 1 if any failed):
               config keda.listen on the container port grpc, the Service port grpc (appProtocol
               grpc), keda.tls.* on the read-only mount of exactly the Secret's needed keys, and
               none of it without; PrometheusRule equal
-              to rules/; dashboards byte-identical; monitors; sidecar; cluster-mode agent; images
+              to rules/; dashboards byte-identical; monitors; sidecar; cluster-mode agent (a
+              StatefulSet: replicas = shards = MEDIC_AGENT_SHARD_COUNT, POD_NAME from the
+              downward API and no fixed shard index, a headless governing Service); images
   notes       NOTES.txt (helm install --dry-run=client): its Alertmanager config equals
               rules/alertmanager.example.yml but for this release's URL (checked against the
               rendered Service) and token file, passes `amtool check-config`, and shows no token;
@@ -40,7 +42,8 @@ Steps (each prints ok/FAIL; the script exits 1 if any failed):
   sidecar     helm/tests/sidecar-chart (a broker StatefulSet including kafka-medic.agentSidecar)
               with each broker-id source and with SASL: the sidecar as included, and validated
   binaries    the real medic-agent runs with the rendered sidecar and cluster-mode settings and
-              reports the intended cluster, mode and broker id on /healthz; the real
+              reports the intended cluster, mode and broker id (or shard, from the pod name) on
+              /healthz; the real
               medic-actuator starts with the rendered config, policies and downward-API
               environment, reports the intended Lease and identity on /healthz, and enforces
               the token; with the External Scaler, a minimal gRPC client (keda_checks.py) gets
@@ -197,6 +200,7 @@ def case_for(values_files, ns=NAMESPACE):
         "persistence": a["persistence"]["enabled"],
         "alertmanager_secret": a["auth"]["alertmanagerSecret"] if a["auth"]["alertmanagerSecret"]["namespace"] else None,
         "cluster_mode": ag["clusterMode"]["enabled"],
+        "shards": ag["clusterMode"]["shards"],
         "pod_monitor": ag["sidecar"]["podMonitor"]["enabled"],
         "cluster": ag["cluster"],
         "rules": v["prometheusRule"]["enabled"],
@@ -351,7 +355,7 @@ def self_test_links(tmp):
 def check_app_version():
     rc, out, err, cmd = render(sets=["agent.clusterMode.enabled=true", "agent.clusterMode.bootstrapServers=k:9092", "actuator.enabled=false"])
     objs = M.load_all(out) if rc == 0 else []
-    images = [c["image"] for d in M.kind(objs, "Deployment") for c in d["spec"]["template"]["spec"]["containers"]]
+    images = [c["image"] for d in M.cluster_agents(objs) for c in d["spec"]["template"]["spec"]["containers"]]
     want = f"ghcr.io/kafka-medic/medic-agent:{chart_app_version()}"
     record("agent image tag defaults to Chart.yaml appVersion", images == [want],
            f"{images} vs {want} (kafka-medic.appVersion in templates/agent/_sidecar.tpl must equal Chart.yaml appVersion)" if images != [want] else "")
@@ -520,6 +524,9 @@ def resolve_env(container, tmp, pod_name):
     for e in container.get("env", []):
         if "valueFrom" in e:
             ref = e["valueFrom"].get("fieldRef", {}).get("fieldPath")
+            if ref == "metadata.name":
+                env[e["name"]] = pod_name
+                continue
             if ref != "metadata.labels['apps.kubernetes.io/pod-index']":
                 raise ValueError(f"cannot resolve {e}")
             env[e["name"]] = ordinal
@@ -577,10 +584,13 @@ def check_agent_binary(agent_bin, wrapper, cases, tmp):
         c = [c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "medic-agent"][0]
         checks.append((f"sidecar ({label}) as pod kafka-2", c, "kafka-2", "prod", "sidecar (broker 2)"))
     for label, (objs, case) in cases.items():
-        for d in M.kind(objs, "Deployment"):
-            if d["metadata"]["name"].endswith("-agent"):
-                c = d["spec"]["template"]["spec"]["containers"][0]
-                checks.append((f"cluster mode ({label})", c, "agent-0", case["cluster"], "cluster"))
+        for d in M.cluster_agents(objs):
+            c = d["spec"]["template"]["spec"]["containers"][0]
+            # The last shard, as its pod: the index comes from the pod name's ordinal.
+            n = case["shards"]
+            pod = f"{d['metadata']['name']}-{n - 1}"
+            mode = "cluster" if n == 1 else f"cluster (shard_index {n - 1}, shard_count {n})"
+            checks.append((f"cluster mode ({label}) as pod {pod}", c, pod, case["cluster"], mode))
         for cp in M.kind(objs, "ClusterPolicy"):
             c = cp["spec"]["rules"][0]["mutate"]["patchStrategicMerge"]["spec"]["containers"][0]
             checks.append((f"Strimzi Kyverno sidecar ({label}) as pod prod-brokers-7", c, "prod-brokers-7", case["cluster"], "sidecar (broker 7)"))
@@ -876,6 +886,7 @@ FAILURES = [
     ("policy without a deployment", ["actuator.policies[0].cluster=prod", "actuator.policies[0].consumergroup=g"], "actuator.policies[0]: cluster, consumergroup and deployment"),
     ("PodMonitor without a selector", ["agent.sidecar.podMonitor.enabled=true"], "agent.sidecar.podMonitor.selector is required"),
     ("cluster mode without bootstrap servers", ["agent.clusterMode.enabled=true"], "agent.clusterMode.bootstrapServers is required"),
+    ("cluster mode with 0 shards", ["agent.clusterMode.enabled=true", "agent.clusterMode.bootstrapServers=k:9092", "agent.clusterMode.shards=0"], "agent.clusterMode.shards must be at least 1; got 0"),
     ("existing secret and an Alertmanager copy", ["actuator.auth.existingSecret=s", "actuator.auth.alertmanagerSecret.namespace=monitoring"], "cannot be used with actuator.auth.existingSecret"),
     ("regex with a comma", ["agent.clusterMode.enabled=true", "agent.clusterMode.bootstrapServers=k:9092", "agent.groupAllow[0]=a{1\\,3}"], "agent.groupAllow: \"a{1,3}\" contains a comma"),
     ("unknown security protocol", ["agent.clusterMode.enabled=true", "agent.clusterMode.bootstrapServers=k:9092", "agent.kafka.securityProtocol=tls"], "agent.kafka.securityProtocol must be plaintext, ssl, sasl_plaintext or sasl_ssl"),
@@ -1009,6 +1020,25 @@ def self_test(cases, wrapper, tmp):
         ("PodMonitor broker regex takes the first number", lambda o: find(o, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["relabelings"][2].__setitem__("regex", "[^0-9]*([0-9]+).*"), "expected '3'"),
         ("Kyverno sidecar without a shared process namespace", lambda o: find(o, "ClusterPolicy")["spec"]["rules"][0]["mutate"]["patchStrategicMerge"]["spec"].pop("shareProcessNamespace"), "shareProcessNamespace"),
         ("log dir mounted writable", lambda o: find(o, "ClusterPolicy")["spec"]["rules"][0]["mutate"]["patchStrategicMerge"]["spec"]["containers"][0]["volumeMounts"][0].__setitem__("readOnly", False), "is not mounted read-only"),
+    ]
+    def cluster_agent(o):
+        return M.cluster_agents(o)[0]
+
+    def cluster_env(o, name):
+        return [e for e in cluster_agent(o)["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == name][0]
+
+    def agent_service(o):
+        return find(o, "Service", lambda s: s["metadata"]["name"] == cluster_agent(o)["metadata"]["name"])
+
+    breaks += [
+        # The cluster-mode agent: a StatefulSet of `shards` pods, each its own shard.
+        ("cluster-mode agent as a Deployment", lambda o: cluster_agent(o).__setitem__("kind", "Deployment"), "expected a StatefulSet"),
+        ("replicas unlike shards", lambda o: cluster_agent(o)["spec"].__setitem__("replicas", 2), "replicas 2, expected shards = 3"),
+        ("shard count unlike shards", lambda o: cluster_env(o, "MEDIC_AGENT_SHARD_COUNT").__setitem__("value", "1"), "MEDIC_AGENT_SHARD_COUNT is '1', expected '3'"),
+        ("a fixed shard index", lambda o: cluster_agent(o)["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "MEDIC_AGENT_SHARD_INDEX", "value": "0"}), "MEDIC_AGENT_SHARD_INDEX is set"),
+        ("POD_NAME from the node name", lambda o: cluster_env(o, "POD_NAME")["valueFrom"]["fieldRef"].__setitem__("fieldPath", "spec.nodeName"), "POD_NAME is 'spec.nodeName', expected the downward API fieldRef metadata.name"),
+        ("agent Service not headless", lambda o: agent_service(o)["spec"].pop("clusterIP"), "not headless"),
+        ("serviceName of no Service", lambda o: cluster_agent(o)["spec"].__setitem__("serviceName", "nothing"), "serviceName 'nothing' is no Service"),
     ]
     sts_breaks = [
         ("broker id not from the pod index", lambda o: [e for e in find(o, "StatefulSet")["spec"]["template"]["spec"]["containers"][1]["env"] if e["name"] == "MEDIC_AGENT_BROKER_ID"][0].__setitem__("valueFrom", {"fieldRef": {"fieldPath": "metadata.name"}}), "is not the pod-index label"),
@@ -1239,6 +1269,13 @@ def self_test_binaries(agent_bin, act_bin, wrapper, cases, tmp):
         c = copy.deepcopy([c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "medic-agent"][0])
         err = run_agent(agent_bin, c, tempfile.mkdtemp(dir=tmp), "kafka-2", "prod", "sidecar (broker 1)", "wrong-broker")
         record("self-test: a sidecar that reports another broker id is reported", bool(err and "sidecar (broker 2)" in err), err or "not reported")
+    if agent_bin and "ci/full-values.yaml" in cases:
+        sts = M.cluster_agents(cases["ci/full-values.yaml"][0])[0]
+        c = copy.deepcopy(sts["spec"]["template"]["spec"]["containers"][0])
+        err = run_agent(agent_bin, c, tempfile.mkdtemp(dir=tmp), "medic-agent", "prod", "cluster (shard_index 0, shard_count 3)", "no-ordinal")
+        record("self-test: a shard whose pod name has no ordinal is reported", bool(err and "POD_NAME = \"medic-agent\" does not end in -<ordinal>" in err), err or "not reported")
+        err = run_agent(agent_bin, c, tempfile.mkdtemp(dir=tmp), "x-agent-1", "prod", "cluster (shard_index 2, shard_count 3)", "wrong-shard")
+        record("self-test: a shard that reports another index is reported", bool(err and "cluster (shard_index 1, shard_count 3)" in err), err or "not reported")
     if act_bin and "ci/minimal-values.yaml" in cases:
         objs, case = cases["ci/minimal-values.yaml"][:2]
         problems = run_actuator(act_bin, objs, case, tmp, edit_config=lambda c: c.__setitem__("reevaluate_every", "30s"))

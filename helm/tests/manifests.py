@@ -622,10 +622,12 @@ def check_dashboards(objs, case, p):
 
 
 def sidecar_containers(objs):
-    """medic-agent containers of broker pods: from StatefulSets and from the Kyverno policy."""
+    """medic-agent containers of broker pods: from StatefulSets (not the chart's own cluster-mode
+    agent StatefulSet) and from the Kyverno policy."""
     out = []
+    agents = cluster_agents(objs)
     for o in objs:
-        if o.get("kind") == "StatefulSet":
+        if o.get("kind") == "StatefulSet" and o not in agents:
             spec = o["spec"]["template"]["spec"]
             for c in spec["containers"]:
                 if c["name"] == "medic-agent":
@@ -697,16 +699,25 @@ def check_sidecar(objs, case, p):
                 p.append(f"{name_of(pm)}: selector {sel} does not select the broker pods {labels}")
 
 
+def cluster_agents(objs):
+    """The cluster-mode agent's StatefulSet(s) (by name; a sidecar's broker StatefulSet is not one)."""
+    return [d for d in kind(objs, "StatefulSet") if d["metadata"]["name"].endswith("-agent")]
+
+
 def check_cluster_agent(objs, case, p):
     deps = [d for d in kind(objs, "Deployment") if d["metadata"]["name"].endswith("-agent")]
-    if bool(deps) != bool(case.get("cluster_mode")):
-        p.append(f"cluster-mode agent rendered: {bool(deps)}, expected {bool(case.get('cluster_mode'))}")
-    for d in deps:
+    if deps:
+        p.append(f"{name_of(deps[0])}: the cluster-mode agent is a Deployment, expected a StatefulSet (one pod per shard)")
+    sets = cluster_agents(objs)
+    if bool(sets) != bool(case.get("cluster_mode")):
+        p.append(f"cluster-mode agent rendered: {bool(sets)}, expected {bool(case.get('cluster_mode'))}")
+    for d in sets:
         spec = d["spec"]["template"]["spec"]
         c = spec["containers"][0]
         env = env_of(c)
         if "MEDIC_AGENT_BROKER_ID" in env:
             p.append(f"{name_of(d)}: a cluster-mode agent must not have a broker id")
+        check_shards(objs, d, env, case, p)
         if spec.get("automountServiceAccountToken") is not False:
             p.append(f"{name_of(d)}: mounts a ServiceAccount token it does not need")
         for k, v in case.get("cluster_env", {}).items():
@@ -721,6 +732,28 @@ def check_cluster_agent(objs, case, p):
         check_service_for(objs, d, "medic-metrics", p)
 
 
+def check_shards(objs, sts, env, case, p):
+    """replicas = shards, MEDIC_AGENT_SHARD_COUNT = shards, the index from the pod name (POD_NAME
+    from the downward API, never a fixed MEDIC_AGENT_SHARD_INDEX, which every pod would share),
+    and a headless governing Service that the ServiceMonitor scrapes (one target per shard)."""
+    want = case.get("shards", 1)
+    if sts["spec"].get("replicas") != want:
+        p.append(f"{name_of(sts)}: replicas {sts['spec'].get('replicas')}, expected shards = {want}")
+    got = env.get("MEDIC_AGENT_SHARD_COUNT", {}).get("value")
+    if got != str(want):
+        p.append(f"{name_of(sts)}: MEDIC_AGENT_SHARD_COUNT is {got!r}, expected {str(want)!r} (shards)")
+    if "MEDIC_AGENT_SHARD_INDEX" in env:
+        p.append(f"{name_of(sts)}: MEDIC_AGENT_SHARD_INDEX is set, so every pod would be the same shard; the index must come from the pod name")
+    ref = (env.get("POD_NAME", {}).get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
+    if ref != "metadata.name":
+        p.append(f"{name_of(sts)}: POD_NAME is {ref!r}, expected the downward API fieldRef metadata.name (the shard index is its ordinal)")
+    svc = [s for s in kind(objs, "Service") if s["metadata"]["name"] == sts["spec"].get("serviceName")]
+    if not svc:
+        p.append(f"{name_of(sts)}: serviceName {sts['spec'].get('serviceName')!r} is no Service of the release")
+    elif svc[0]["spec"].get("clusterIP") != "None":
+        p.append(f"{name_of(svc[0])}: not headless (clusterIP {svc[0]['spec'].get('clusterIP')!r}): a Service address would answer from a different shard on each scrape")
+
+
 def check_images(objs, case, p):
     for owner, spec, _ in pod_specs(objs):
         for c in spec["containers"]:
@@ -732,7 +765,8 @@ def check_images(objs, case, p):
 
 def check_release(objs, case, notes=None):
     p = []
-    check_labels_and_names([o for o in objs if o.get("kind") != "StatefulSet"], p)
+    # A broker StatefulSet of the sidecar example chart is not the chart's own.
+    check_labels_and_names([o for o in objs if o.get("kind") != "StatefulSet" or o in cluster_agents(objs)], p)
     check_security(objs, p)
     token = case.get("token")
     if not token and case.get("actuator", True) and not case.get("existing_secret"):

@@ -12,8 +12,8 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, GroupId, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetFetchRequest, TopicName,
+    BrokerId, ConsumerGroupDescribeRequest, DescribeGroupsRequest, FetchRequest, GroupId,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 
@@ -83,6 +83,39 @@ pub struct ClusterMetadata {
     pub topics: BTreeMap<String, TopicInfo>,
 }
 
+/// The rebalance protocol a group uses (ListGroups v5 `group_type`, KIP-848).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupType {
+    /// The classic protocol (JoinGroup/SyncGroup): described with DescribeGroups.
+    Classic,
+    /// KIP-848's consumer protocol (default for new consumers in Kafka 4): described with
+    /// ConsumerGroupDescribe.
+    Consumer,
+    /// Another type (`share`, `streams`): listed, not described.
+    Other(String),
+}
+
+impl GroupType {
+    /// From ListGroups' `group_type`; empty (a broker older than ListGroups v5, Kafka < 3.8,
+    /// has no KIP-848 groups) is classic.
+    pub fn parse(s: &str) -> Self {
+        match s.to_ascii_lowercase().as_str() {
+            "" | "classic" => GroupType::Classic,
+            "consumer" => GroupType::Consumer,
+            other => GroupType::Other(other.to_string()),
+        }
+    }
+
+    /// The name Kafka uses: `classic`, `consumer`, or the other type's own.
+    pub fn as_str(&self) -> &str {
+        match self {
+            GroupType::Classic => "classic",
+            GroupType::Consumer => "consumer",
+            GroupType::Other(s) => s,
+        }
+    }
+}
+
 /// A consumer group as ListGroups reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListedGroup {
@@ -90,6 +123,38 @@ pub struct ListedGroup {
     pub protocol_type: String,
     /// Empty when the broker is too old to report states (ListGroups < v4).
     pub state: String,
+    /// The group's type; `Classic` when the broker does not report types.
+    pub group_type: GroupType,
+    /// False when the broker is too old to report types (ListGroups < v5): `group_type` is
+    /// then assumed classic, which holds because such brokers have no KIP-848 groups.
+    pub type_reported: bool,
+}
+
+/// One member of a described group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+/// A group as DescribeGroups (classic) or ConsumerGroupDescribe (consumer) describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupDescription {
+    pub group: String,
+    /// The group's details, or the broker's per-group error (name and message).
+    pub described: Result<DescribedGroup, String>,
+}
+
+/// What a describe call says of one group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DescribedGroup {
+    pub state: String,
+    /// Classic: the protocol type (`consumer`, `connect`, or empty); consumer groups:
+    /// `consumer`.
+    pub protocol_type: String,
+    pub members: Vec<GroupMember>,
 }
 
 /// The committed offsets of one group, or why they could not be read.
@@ -336,12 +401,36 @@ impl KafkaClient {
         self.list_groups_at(&addr).await
     }
 
-    /// The groups that the broker at `addr` coordinates.
+    /// The groups that the broker at `addr` coordinates, every type (ListGroups v5 reports
+    /// each group's type; older versions report none, and every group is taken as classic).
     pub async fn list_groups_at(&self, addr: &str) -> Result<Vec<ListedGroup>, KafkaError> {
-        let (_, resp) = self.call(addr, 4, |_| ListGroupsRequest::default()).await?;
+        self.list_groups_filtered(addr, &[]).await
+    }
+
+    /// Like [`KafkaClient::list_groups_at`], restricted to `types` (e.g. `["consumer"]`) when
+    /// the broker can filter (v5+); an older broker gets no filter and its groups, all
+    /// classic, are filtered here.
+    pub async fn list_groups_filtered(
+        &self,
+        addr: &str,
+        types: &[GroupType],
+    ) -> Result<Vec<ListedGroup>, KafkaError> {
+        let (version, resp) = self
+            .call(addr, 5, |v| {
+                let mut req = ListGroupsRequest::default();
+                if v >= 5 {
+                    req.types_filter = types
+                        .iter()
+                        .map(|t| StrBytes::from_string(t.as_str().to_string()))
+                        .collect();
+                }
+                req
+            })
+            .await?;
         if resp.error_code != 0 {
             return Err(KafkaError::broker("list_groups", addr, resp.error_code));
         }
+        let type_reported = version >= 5;
         Ok(resp
             .groups
             .into_iter()
@@ -349,6 +438,115 @@ impl KafkaClient {
                 group: g.group_id.0.to_string(),
                 protocol_type: g.protocol_type.to_string(),
                 state: g.group_state.to_string(),
+                group_type: GroupType::parse(&g.group_type),
+                type_reported,
+            })
+            .filter(|g| types.is_empty() || types.contains(&g.group_type))
+            .collect())
+    }
+
+    /// Describes classic `groups` coordinated by `broker`, in one DescribeGroups request.
+    /// A group the broker does not describe (NOT_COORDINATOR, or a KIP-848 group: Kafka 4
+    /// answers GROUP_ID_NOT_FOUND at v6 and state `Dead` before) comes back as that group's
+    /// `Err`.
+    pub async fn describe_groups(
+        &self,
+        broker: i32,
+        groups: &[String],
+    ) -> Result<Vec<GroupDescription>, KafkaError> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let addr = self.broker_addr(broker)?;
+        let (_, resp) = self
+            .call(&addr, 6, |_| {
+                let mut req = DescribeGroupsRequest::default();
+                req.groups = groups
+                    .iter()
+                    .map(|g| GroupId(StrBytes::from_string(g.clone())))
+                    .collect();
+                req
+            })
+            .await?;
+        Ok(resp
+            .groups
+            .into_iter()
+            .map(|g| {
+                let described = if g.error_code != 0 {
+                    Err(describe_error(g.error_code, g.error_message.as_deref()))
+                } else {
+                    Ok(DescribedGroup {
+                        state: g.group_state.to_string(),
+                        protocol_type: g.protocol_type.to_string(),
+                        members: g
+                            .members
+                            .into_iter()
+                            .map(|m| GroupMember {
+                                member_id: m.member_id.to_string(),
+                                instance_id: m.group_instance_id.map(|i| i.to_string()),
+                                client_id: m.client_id.to_string(),
+                                client_host: m.client_host.to_string(),
+                            })
+                            .collect(),
+                    })
+                };
+                GroupDescription {
+                    group: g.group_id.0.to_string(),
+                    described,
+                }
+            })
+            .collect())
+    }
+
+    /// Describes KIP-848 consumer `groups` coordinated by `broker`, in one
+    /// ConsumerGroupDescribe request (API 69, Kafka 3.8+). Per-group errors (a classic group
+    /// is GROUP_ID_NOT_FOUND "... is not a consumer group.") come back as that group's `Err`;
+    /// a broker without the API is [`KafkaError::Unsupported`].
+    pub async fn consumer_group_describe(
+        &self,
+        broker: i32,
+        groups: &[String],
+    ) -> Result<Vec<GroupDescription>, KafkaError> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let addr = self.broker_addr(broker)?;
+        let (_, resp) = self
+            .call(&addr, 1, |_| {
+                let mut req = ConsumerGroupDescribeRequest::default();
+                req.group_ids = groups
+                    .iter()
+                    .map(|g| GroupId(StrBytes::from_string(g.clone())))
+                    .collect();
+                req
+            })
+            .await?;
+        Ok(resp
+            .groups
+            .into_iter()
+            .map(|g| {
+                let described = if g.error_code != 0 {
+                    Err(describe_error(g.error_code, g.error_message.as_deref()))
+                } else {
+                    Ok(DescribedGroup {
+                        state: g.group_state.to_string(),
+                        protocol_type: "consumer".to_string(),
+                        members: g
+                            .members
+                            .into_iter()
+                            .map(|m| GroupMember {
+                                member_id: m.member_id.to_string(),
+                                instance_id: m.instance_id.map(|i| i.to_string()),
+                                client_id: m.client_id.to_string(),
+                                client_host: m.client_host.to_string(),
+                            })
+                            .collect(),
+                    })
+                };
+                GroupDescription {
+                    group: g.group_id.0.to_string(),
+                    described,
+                }
             })
             .collect())
     }
@@ -580,6 +778,14 @@ impl KafkaClient {
             }
         }
         Ok(out)
+    }
+}
+
+/// A per-group describe error: the code's name, and the broker's message when it sent one.
+fn describe_error(code: i16, message: Option<&str>) -> String {
+    match message {
+        Some(m) if !m.is_empty() => format!("{}: {m}", code_name(code)),
+        _ => code_name(code),
     }
 }
 

@@ -5,7 +5,7 @@
 //! sends one batched request per broker per stage needs.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
@@ -18,8 +18,15 @@ use tokio::net::TcpStream;
 
 use crate::error::{code_name, KafkaError};
 use crate::observer::{api_name_of, Outcome, RequestEvent, RequestObserver};
-use crate::sasl::{plain_token, SaslMechanism, ScramClient};
-use crate::security::{SaslCredentials, Security};
+use crate::sasl::{
+    oauthbearer_initial_response, plain_token, SaslMechanism, ScramClient, OAUTHBEARER_ERROR_ACK,
+};
+use crate::security::{Sasl, Security};
+
+/// The share of a SASL session's lifetime (KIP-368 `session_lifetime_ms`) after which the
+/// connection re-authenticates before its next request: early enough that a request sent just
+/// before the mark still arrives in time, late enough not to re-authenticate often.
+pub const REAUTH_AT: f64 = 0.85;
 
 /// Largest response the client accepts, as a guard against a corrupt length prefix.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -36,6 +43,12 @@ pub struct Connection {
     timeout: Duration,
     client_id: StrBytes,
     observer: Option<RequestObserver>,
+    /// How to (re-)authenticate and reconnect.
+    security: Security,
+    identity: Identity,
+    /// When the session needs renewing (85% of the broker's `session_lifetime_ms`), and when
+    /// the broker considers it over; `None` when the broker set no lifetime.
+    session: Option<(Instant, Instant)>,
 }
 
 /// Who a connection speaks as, and who hears about its requests.
@@ -99,8 +112,12 @@ impl Connection {
             timeout,
             client_id: StrBytes::from_string(identity.client_id.clone()),
             observer: identity.observer.clone(),
+            security: security.clone(),
+            identity: identity.clone(),
+            session: None,
         };
-        let versions: ApiVersionsResponse = conn.send(&ApiVersionsRequest::default(), 0).await?;
+        let versions: ApiVersionsResponse =
+            conn.send_raw(&ApiVersionsRequest::default(), 0).await?;
         if versions.error_code != 0 {
             return Err(KafkaError::broker(
                 "api_versions",
@@ -113,9 +130,7 @@ impl Connection {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
-        if let Some(sasl) = &security.sasl {
-            conn.authenticate(sasl).await?;
-        }
+        conn.authenticate().await?;
         Ok(conn)
     }
 
@@ -134,8 +149,32 @@ impl Connection {
         Ok(v)
     }
 
-    /// Sends one request at `version` and waits for its response.
+    /// Sends one request at `version` and waits for its response. A SASL session near the
+    /// end of its lifetime is renewed first (KIP-368): re-authenticated on this connection, or,
+    /// if it already ended while the connection sat idle, replaced by a new connection.
     pub async fn send<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, KafkaError> {
+        if let Some((renew_at, ends_at)) = self.session {
+            let now = Instant::now();
+            if now >= ends_at {
+                tracing::debug!(addr = %self.addr, "SASL session ended while idle; reconnecting");
+                let fresh =
+                    Connection::connect(&self.addr, &self.security, self.timeout, &self.identity)
+                        .await?;
+                *self = fresh;
+            } else if now >= renew_at {
+                tracing::debug!(addr = %self.addr, "re-authenticating (KIP-368)");
+                self.authenticate().await?;
+            }
+        }
+        self.send_raw(request, version).await
+    }
+
+    /// Sends one request without looking at the SASL session (the SASL exchange itself).
+    async fn send_raw<R: Request>(
         &mut self,
         request: &R,
         version: i16,
@@ -237,51 +276,117 @@ impl Connection {
         Ok(response)
     }
 
-    async fn authenticate(&mut self, sasl: &SaslCredentials) -> Result<(), KafkaError> {
-        let addr = self.addr.clone();
-        let sasl_err = |message: String| KafkaError::Sasl {
-            addr: addr.clone(),
-            message,
+    /// Runs the SASL exchange (SaslHandshake, then SaslAuthenticate rounds), when configured;
+    /// also used to re-authenticate a live connection, and remembers the session's lifetime.
+    async fn authenticate(&mut self) -> Result<(), KafkaError> {
+        let Some(sasl) = self.security.sasl.clone() else {
+            return Ok(());
         };
+        let mechanism = sasl.mechanism();
+        let sasl_err = |addr: &str, message: String| KafkaError::Sasl {
+            addr: addr.to_string(),
+            message: format!("{}: {message}", mechanism.as_str()),
+        };
+        // A token is fetched before the exchange starts, so a slow token endpoint does not
+        // hold the broker's handshake open.
+        let token = match &sasl {
+            Sasl::Token { tokens, .. } => Some(
+                tokens
+                    .get()
+                    .await
+                    .map_err(|e| sasl_err(&self.addr, format!("cannot get a token: {e}")))?,
+            ),
+            Sasl::Password(_) => None,
+        };
+        let started = Instant::now();
         let mut handshake = SaslHandshakeRequest::default();
-        handshake.mechanism = StrBytes::from_static_str(sasl.mechanism.name());
+        handshake.mechanism = StrBytes::from_static_str(mechanism.name());
         let v = self.version::<SaslHandshakeRequest>(1)?;
-        let resp = self.send(&handshake, v).await?;
+        let resp = self.send_raw(&handshake, v).await?;
         if resp.error_code != 0 {
             let enabled: Vec<&str> = resp.mechanisms.iter().map(|m| m.as_str()).collect();
-            return Err(sasl_err(format!(
-                "broker refused mechanism {} (enabled: {})",
-                sasl.mechanism.name(),
-                enabled.join(", ")
-            )));
+            return Err(sasl_err(
+                &self.addr,
+                format!(
+                    "broker refused mechanism {} (enabled: {})",
+                    mechanism.name(),
+                    enabled.join(", ")
+                ),
+            ));
         }
-        match sasl.mechanism {
-            SaslMechanism::Plain => {
-                self.sasl_step(plain_token(&sasl.username, &sasl.password))
+        let lifetime_ms = match (&sasl, token) {
+            (Sasl::Password(c), _) if c.mechanism == SaslMechanism::Plain => {
+                self.sasl_step(mechanism, plain_token(&c.username, &c.password))
+                    .await?
+                    .1
+            }
+            (Sasl::Password(c), _) => {
+                let mut scram = ScramClient::new(c.mechanism, &c.username, &c.password)
+                    .ok_or_else(|| sasl_err(&self.addr, "not a SCRAM mechanism".to_string()))?;
+                let (server_first, _) = self.sasl_step(mechanism, scram.client_first()).await?;
+                let client_final = scram
+                    .client_final(&server_first)
+                    .map_err(|e| sasl_err(&self.addr, e))?;
+                let (server_final, lifetime) = self.sasl_step(mechanism, client_final).await?;
+                scram
+                    .verify_server_final(&server_final)
+                    .map_err(|e| sasl_err(&self.addr, e))?;
+                lifetime
+            }
+            (Sasl::Token { .. }, Some(token)) => {
+                let (challenge, lifetime) = self
+                    .sasl_step(mechanism, oauthbearer_initial_response(&token.value))
                     .await?;
+                if !challenge.is_empty() {
+                    // RFC 7628 §3.2.2: the server sent its error; the client acknowledges and
+                    // the server then fails the exchange.
+                    let said = String::from_utf8_lossy(&challenge).into_owned();
+                    let then = match self
+                        .sasl_step(mechanism, OAUTHBEARER_ERROR_ACK.to_vec())
+                        .await
+                    {
+                        Err(KafkaError::Sasl { message, .. }) => format!("; {message}"),
+                        Err(e) => format!("; {e}"),
+                        Ok(_) => String::new(),
+                    };
+                    return Err(sasl_err(
+                        &self.addr,
+                        format!("the broker refused the token: {said}{then}"),
+                    ));
+                }
+                lifetime
             }
-            SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
-                let mut scram = ScramClient::new(sasl.mechanism, &sasl.username, &sasl.password)
-                    .ok_or_else(|| sasl_err("not a SCRAM mechanism".to_string()))?;
-                let server_first = self.sasl_step(scram.client_first()).await?;
-                let client_final = scram.client_final(&server_first).map_err(sasl_err)?;
-                let server_final = self.sasl_step(client_final).await?;
-                scram.verify_server_final(&server_final).map_err(sasl_err)?;
+            (Sasl::Token { .. }, None) => {
+                return Err(sasl_err(&self.addr, "no token".to_string()));
             }
-        }
+        };
+        self.session = u64::try_from(lifetime_ms)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(|ms| {
+                let lifetime = Duration::from_millis(ms);
+                (started + lifetime.mul_f64(REAUTH_AT), started + lifetime)
+            });
         Ok(())
     }
 
-    async fn sasl_step(&mut self, token: Vec<u8>) -> Result<Bytes, KafkaError> {
+    /// One SaslAuthenticate round: the server's bytes and its `session_lifetime_ms` (v1+, 0
+    /// for none). A refusal names the mechanism and carries the broker's message.
+    async fn sasl_step(
+        &mut self,
+        mechanism: SaslMechanism,
+        token: Vec<u8>,
+    ) -> Result<(Bytes, i64), KafkaError> {
         let mut req = SaslAuthenticateRequest::default();
         req.auth_bytes = Bytes::from(token);
         let v = self.version::<SaslAuthenticateRequest>(2)?;
-        let resp = self.send(&req, v).await?;
+        let resp = self.send_raw(&req, v).await?;
         if resp.error_code != 0 {
             return Err(KafkaError::Sasl {
                 addr: self.addr.clone(),
                 message: format!(
-                    "{} ({})",
+                    "{}: {} ({})",
+                    mechanism.as_str(),
                     resp.error_message
                         .as_ref()
                         .map(|m| m.as_str())
@@ -290,7 +395,7 @@ impl Connection {
                 ),
             });
         }
-        Ok(resp.auth_bytes)
+        Ok((resp.auth_bytes, resp.session_lifetime_ms))
     }
 }
 

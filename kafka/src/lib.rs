@@ -7,7 +7,10 @@
 //! - [`client`]: a connection per broker and the typed, batched requests.
 //! - [`records`]: record timestamps in Fetch responses (pure).
 //! - [`security`]: `security_protocol` ([`SecurityProtocol`]), TLS and SASL settings.
-//! - [`sasl`], [`tls`]: SASL tokens (PLAIN, SCRAM) and rustls configuration from PEM files.
+//! - [`sasl`], [`tls`]: SASL tokens (PLAIN, SCRAM, OAUTHBEARER) and rustls configuration from
+//!   PEM files.
+//! - [`token`], [`oidc`]: bearer tokens for OAUTHBEARER, their cache (shared by every
+//!   connection, refreshed at 80% of their lifetime) and the OIDC client-credentials source.
 //! - [`observer`]: every request reported to whoever embeds the client.
 //! - [`error`]: the errors, [`KafkaError`].
 //!
@@ -17,15 +20,26 @@
 pub(crate) mod client;
 pub(crate) mod conn;
 pub mod error;
+pub mod msk_iam;
 pub(crate) mod observer;
+pub mod oidc;
 pub(crate) mod records;
 pub(crate) mod sasl;
 pub(crate) mod security;
 pub mod tls;
+pub mod token;
 
-pub use client::{ClientConfig, ClusterMetadata, GroupOffsets, KafkaClient, ListedGroup, Tp};
+pub use client::{
+    ClientConfig, ClusterMetadata, DescribedGroup, GroupDescription, GroupMember, GroupOffsets,
+    GroupType, KafkaClient, ListedGroup, Tp,
+};
 pub use error::KafkaError;
 pub use observer::{api_name, Outcome, RequestEvent, RequestObserver};
+pub use oidc::{OidcSettings, OidcTokenSource};
 pub use records::FetchOutcome;
-pub use sasl::SaslMechanism;
-pub use security::{read_password_file, SaslCredentials, Security, SecurityProtocol};
+pub use sasl::{oauthbearer_initial_response, SaslMechanism};
+pub use security::{
+    read_password_file, Sasl, SaslCredentials, Security, SecurityProtocol, SecuritySettings,
+    SettingProblem,
+};
+pub use token::{BearerToken, TokenCache, TokenFuture, TokenSource};

@@ -1,4 +1,5 @@
-//! SASL client mechanisms: PLAIN (RFC 4616) and SCRAM-SHA-256/512 (RFC 5802, RFC 7677).
+//! SASL client mechanisms: PLAIN (RFC 4616), SCRAM-SHA-256/512 (RFC 5802, RFC 7677) and
+//! OAUTHBEARER (RFC 7628; AWS MSK IAM uses it too).
 //!
 //! The exchange itself (SaslHandshake, then SaslAuthenticate round trips) lives in
 //! [`crate::conn`]; this module only produces and checks the tokens, so it is pure and tested
@@ -22,32 +23,78 @@ pub enum SaslMechanism {
     ScramSha256,
     #[serde(rename = "SCRAM-SHA-512")]
     ScramSha512,
+    /// RFC 7628 with a bearer token from a [`crate::token::TokenSource`] (OIDC).
+    #[serde(rename = "OAUTHBEARER")]
+    OAuthBearer,
+    /// AWS MSK IAM: OAUTHBEARER on the wire, carrying a SigV4-signed token.
+    #[serde(rename = "AWS_MSK_IAM")]
+    AwsMskIam,
 }
 
 impl SaslMechanism {
-    /// The mechanism name as sent in SaslHandshake.
-    pub fn name(self) -> &'static str {
+    /// Every mechanism, in the order error messages list them.
+    pub const ALL: [SaslMechanism; 5] = [
+        SaslMechanism::Plain,
+        SaslMechanism::ScramSha256,
+        SaslMechanism::ScramSha512,
+        SaslMechanism::OAuthBearer,
+        SaslMechanism::AwsMskIam,
+    ];
+
+    /// The mechanism's name in the configuration (`sasl_mechanism`).
+    pub fn as_str(self) -> &'static str {
         match self {
             SaslMechanism::Plain => "PLAIN",
             SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
             SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::OAuthBearer => "OAUTHBEARER",
+            SaslMechanism::AwsMskIam => "AWS_MSK_IAM",
         }
+    }
+
+    /// The mechanism name as sent in SaslHandshake (AWS_MSK_IAM travels as OAUTHBEARER).
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::AwsMskIam => "OAUTHBEARER",
+            m => m.as_str(),
+        }
+    }
+
+    /// Authenticates with a bearer token rather than a user name and password.
+    pub fn uses_token(self) -> bool {
+        matches!(self, SaslMechanism::OAuthBearer | SaslMechanism::AwsMskIam)
     }
 }
 
 impl std::str::FromStr for SaslMechanism {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_uppercase().as_str() {
-            "PLAIN" => Ok(SaslMechanism::Plain),
-            "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
-            "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
-            other => Err(format!(
-                "unknown SASL mechanism {other:?}; expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
-            )),
-        }
+        SaslMechanism::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!(
+                    "unknown SASL mechanism {:?}; expected PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM",
+                    s.to_ascii_uppercase()
+                )
+            })
     }
 }
+
+/// The OAUTHBEARER initial client response (RFC 7628 §3.1): the GS2 header `n,,` (no channel
+/// binding, no authorization identity), then the `auth` key-value pair, each pair and the
+/// message ended by `\x01`.
+pub fn oauthbearer_initial_response(token: &str) -> Vec<u8> {
+    let mut t = Vec::with_capacity(token.len() + 20);
+    t.extend_from_slice(b"n,,\x01auth=Bearer ");
+    t.extend_from_slice(token.as_bytes());
+    t.extend_from_slice(b"\x01\x01");
+    t
+}
+
+/// The client's answer to an OAUTHBEARER server error (RFC 7628 §3.2.3): a lone `\x01`, after
+/// which the server fails the exchange.
+pub const OAUTHBEARER_ERROR_ACK: &[u8] = b"\x01";
 
 /// The single PLAIN token: authzid (empty), NUL, user, NUL, password.
 pub fn plain_token(user: &str, password: &str) -> Vec<u8> {
@@ -95,7 +142,7 @@ impl ScramClient {
         let hash = match mechanism {
             SaslMechanism::ScramSha256 => Hash::Sha256,
             SaslMechanism::ScramSha512 => Hash::Sha512,
-            SaslMechanism::Plain => return None,
+            _ => return None,
         };
         let user = user.replace('=', "=3D").replace(',', "=2C");
         let client_first_bare = format!("n={user},r={nonce}");
@@ -243,15 +290,33 @@ mod tests {
 
     #[test]
     fn mechanism_names_round_trip() {
-        for m in [
-            SaslMechanism::Plain,
-            SaslMechanism::ScramSha256,
-            SaslMechanism::ScramSha512,
-        ] {
-            assert_eq!(m.name().parse::<SaslMechanism>(), Ok(m));
+        for m in SaslMechanism::ALL {
+            assert_eq!(m.as_str().parse::<SaslMechanism>(), Ok(m));
+            assert_eq!(m.as_str().to_lowercase().parse::<SaslMechanism>(), Ok(m));
         }
+        assert_eq!(SaslMechanism::AwsMskIam.name(), "OAUTHBEARER");
+        assert_eq!(SaslMechanism::OAuthBearer.name(), "OAUTHBEARER");
+        assert_eq!(SaslMechanism::ScramSha256.name(), "SCRAM-SHA-256");
+        assert!(SaslMechanism::AwsMskIam.uses_token() && !SaslMechanism::Plain.uses_token());
         let err = "GSSAPI".parse::<SaslMechanism>().unwrap_err();
-        assert!(err.contains("\"GSSAPI\""), "{err}");
+        assert_eq!(
+            err,
+            "unknown SASL mechanism \"GSSAPI\"; expected PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM"
+        );
+    }
+
+    /// RFC 7628 §4.1's example, without the optional host and port pairs.
+    #[test]
+    fn oauthbearer_initial_response_bytes() {
+        assert_eq!(
+            oauthbearer_initial_response("vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg=="),
+            b"n,,\x01auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01".to_vec()
+        );
+        let bytes = oauthbearer_initial_response("a.b.c");
+        assert_eq!(&bytes[..4], &[b'n', b',', b',', 0x01]);
+        assert_eq!(&bytes[bytes.len() - 2..], &[0x01, 0x01]);
+        assert_eq!(bytes.len(), 3 + 1 + "auth=Bearer a.b.c".len() + 2);
+        assert_eq!(OAUTHBEARER_ERROR_ACK, &[0x01]);
     }
 
     /// RFC 7677 section 3: the SCRAM-SHA-256 example exchange, byte for byte.

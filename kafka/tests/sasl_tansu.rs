@@ -14,7 +14,7 @@ fn client(bootstrap: &str, sasl: Option<SaslCredentials>) -> KafkaClient {
     KafkaClient::new(ClientConfig {
         bootstrap: vec![bootstrap.to_string()],
         security: Security {
-            sasl,
+            sasl: sasl.map(Into::into),
             ..Default::default()
         },
         request_timeout: Duration::from_secs(3),
@@ -61,7 +61,7 @@ async fn scram_exchange_reaches_the_broker_and_errors_are_clear() {
     let c = client(&b, Some(creds));
     let err = c.metadata(None).await.unwrap_err().to_string();
     assert!(
-        err.contains(&format!("SASL authentication with 127.0.0.1:{port} failed: server rejected the credentials: unknown-user")),
+        err.contains(&format!("SASL authentication with 127.0.0.1:{port} failed: SCRAM-SHA-256: server rejected the credentials: unknown-user")),
         "{err}"
     );
     // ApiVersions, SaslHandshake and one SaslAuthenticate were sent.

@@ -8,6 +8,7 @@
 
 pub mod alertmanager;
 pub mod burner;
+pub mod fake_broker;
 pub mod fake_kube;
 pub mod http;
 pub mod kafka;

@@ -29,10 +29,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use medic_kafka::error::code_name;
-use medic_kafka::{
-    read_password_file, ClientConfig, KafkaClient, KafkaError, RequestObserver, SaslCredentials,
-    Security, SecurityProtocol,
-};
+use medic_kafka::{ClientConfig, KafkaClient, KafkaError, RequestObserver, Security};
 
 use super::kafka_throttle::Throttle;
 use super::remediation::{
@@ -77,41 +74,16 @@ pub struct KafkaBackend {
     next: AtomicU64,
 }
 
-/// Build the client's security settings from the connection config (secrets read here).
+/// Build the client's security settings from the connection config (secrets read here; the
+/// keys are checked and built by medic-kafka, as for medic-agent).
 pub fn security(k: &KafkaConnection) -> Result<Security, String> {
-    let protocol: SecurityProtocol = k
-        .security_protocol
-        .parse()
-        .map_err(|e| format!("kafka.security_protocol: {e}"))?;
-    let mut security = Security::default();
-    if protocol.uses_tls() {
-        security.tls = Some(
-            medic_kafka::tls::client_config(
-                k.tls_ca_file.as_deref(),
-                k.tls_cert_file.as_deref(),
-                k.tls_key_file.as_deref(),
-            )
-            .map_err(|e| format!("kafka TLS: {e}"))?,
-        );
-        security.tls_server_name = k.tls_server_name.clone();
-    }
-    if protocol.uses_sasl() {
-        let mechanism = k
-            .sasl_mechanism
-            .as_deref()
-            .unwrap_or_default()
-            .parse()
-            .map_err(|e: String| format!("kafka.sasl_mechanism: {e}"))?;
-        let file = k.sasl_password_file.clone().unwrap_or_default();
-        let password = read_password_file(&file)
-            .map_err(|e| format!("kafka.sasl_password_file {}: {e}", file.display()))?;
-        security.sasl = Some(SaslCredentials {
-            mechanism,
-            username: k.sasl_username.clone().unwrap_or_default(),
-            password,
-        });
-    }
-    Ok(security)
+    k.security_settings().build().map_err(|problems| {
+        problems
+            .iter()
+            .map(|p| p.render(&format!("kafka.{}", p.key)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
 impl KafkaBackend {

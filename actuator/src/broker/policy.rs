@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use medic_kafka::SecurityProtocol;
+use medic_kafka::SecuritySettings;
 use serde::{Deserialize, Serialize};
 
 use super::planner::Limits;
@@ -52,18 +52,60 @@ pub struct KafkaConnection {
     /// Overrides the TLS server name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
-    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    /// PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sasl_mechanism: Option<String>,
-    /// SASL user.
+    /// SASL user (PLAIN, SCRAM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sasl_username: Option<String>,
-    /// File holding the SASL password.
+    /// File holding the SASL password (PLAIN, SCRAM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sasl_password_file: Option<PathBuf>,
+    /// OIDC token endpoint for the client-credentials grant (OAUTHBEARER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_oauthbearer_token_endpoint_url: Option<String>,
+    /// OIDC client id (OAUTHBEARER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_oauthbearer_client_id: Option<String>,
+    /// File holding the OIDC client secret (OAUTHBEARER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_oauthbearer_client_secret_file: Option<PathBuf>,
+    /// Scope requested with the token (OAUTHBEARER, optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_oauthbearer_scope: Option<String>,
+    /// CA bundle (PEM) for an https token endpoint; without it, the Mozilla roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_oauthbearer_ca_file: Option<PathBuf>,
+    /// AWS region of the MSK cluster (AWS_MSK_IAM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_aws_region: Option<String>,
     /// Timeout of one Kafka request (default 10s).
     #[serde(default = "default_kafka_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+}
+
+impl KafkaConnection {
+    /// The security keys as medic-kafka checks and builds them (the same keys as medic-agent).
+    pub fn security_settings(&self) -> SecuritySettings {
+        SecuritySettings {
+            security_protocol: Some(self.security_protocol.clone()),
+            tls_ca_file: self.tls_ca_file.clone(),
+            tls_cert_file: self.tls_cert_file.clone(),
+            tls_key_file: self.tls_key_file.clone(),
+            tls_server_name: self.tls_server_name.clone(),
+            sasl_mechanism: self.sasl_mechanism.clone(),
+            sasl_username: self.sasl_username.clone(),
+            sasl_password_file: self.sasl_password_file.clone(),
+            sasl_password: None,
+            sasl_oauthbearer_token_endpoint_url: self.sasl_oauthbearer_token_endpoint_url.clone(),
+            sasl_oauthbearer_client_id: self.sasl_oauthbearer_client_id.clone(),
+            sasl_oauthbearer_client_secret_file: self.sasl_oauthbearer_client_secret_file.clone(),
+            sasl_oauthbearer_scope: self.sasl_oauthbearer_scope.clone(),
+            sasl_oauthbearer_ca_file: self.sasl_oauthbearer_ca_file.clone(),
+            sasl_aws_region: self.sasl_aws_region.clone(),
+            token_request_timeout: self.request_timeout,
+        }
+    }
 }
 
 /// Which Cruise Control endpoint replaces a dead broker's replicas.
@@ -230,6 +272,11 @@ impl BrokerPolicy {
                 ("tls_cert_file", &k.tls_cert_file),
                 ("tls_key_file", &k.tls_key_file),
                 ("sasl_password_file", &k.sasl_password_file),
+                (
+                    "sasl_oauthbearer_client_secret_file",
+                    &k.sasl_oauthbearer_client_secret_file,
+                ),
+                ("sasl_oauthbearer_ca_file", &k.sasl_oauthbearer_ca_file),
             ] {
                 if let Some(f) = f {
                     files.push((format!("{at}.kafka.{key}"), f));
@@ -302,34 +349,8 @@ impl BrokerPolicy {
                     ));
                 }
             }
-            let protocol = match k.security_protocol.parse::<SecurityProtocol>() {
-                Ok(p) => p,
-                Err(e) => {
-                    out.push(format!("{at}.kafka.security_protocol: {e}"));
-                    SecurityProtocol::Plaintext
-                }
-            };
-            let p = protocol.as_str();
-            if protocol.uses_sasl() {
-                if !matches!(
-                    k.sasl_mechanism.as_deref(),
-                    Some("PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512")
-                ) {
-                    out.push(format!(
-                        "{at}.kafka.sasl_mechanism: {:?}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
-                        k.sasl_mechanism
-                    ));
-                }
-                if k.sasl_username.is_none() || k.sasl_password_file.is_none() {
-                    out.push(format!(
-                        "{at}.kafka: sasl_username and sasl_password_file are required with security_protocol {p}"
-                    ));
-                }
-            }
-            if k.tls_cert_file.is_some() != k.tls_key_file.is_some() {
-                out.push(format!(
-                    "{at}.kafka: tls_cert_file and tls_key_file must be given together"
-                ));
+            for p in k.security_settings().check() {
+                out.push(p.render(&format!("{at}.kafka.{}", p.key)));
             }
             if k.request_timeout.is_zero() {
                 out.push(format!("{at}.kafka.request_timeout: 0s must be positive"));
@@ -434,8 +455,7 @@ mod tests {
                 "brokers[1].kafka: set, but backend is cruise-control".into(),
                 "brokers[1].expected_brokers: required with backend cruise-control without kafka metadata (the mass-failure guard needs the cluster size)".into(),
                 "brokers[1].kafka.bootstrap_servers: \"nohost\" is not host:port".into(),
-                "brokers[1].kafka.sasl_mechanism: None: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512".into(),
-                "brokers[1].kafka: sasl_username and sasl_password_file are required with security_protocol sasl_ssl".into(),
+                "brokers[1].kafka.sasl_mechanism: required with security_protocol \"sasl_ssl\" (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM)".into(),
                 "brokers[1].max_leader_moves: 0 must be at least 1".into(),
                 "brokers[1].down_grace: 1h must be below 1h: the rules' KafkaBrokerDown for a vanished broker resolves after 1h, so the broker would never be replaced".into(),
                 "brokers[1].mass_failure_share: 0 must be in (0, 1]".into(),

@@ -434,6 +434,95 @@ fn unreadable_broker_secrets_are_config_problems_all_at_once() {
 }
 
 #[test]
+fn kafka_backend_oauthbearer_and_msk_keys_are_checked_by_key() {
+    let f = Fixture::new();
+    let secret = f.write("client-secret", "s3cret\n");
+    let policies = f.write(
+        "brokers.yaml",
+        &format!(
+            "brokers:\n  - {{cluster: a, backend: kafka, kafka: {{bootstrap_servers: ['k:9093'], security_protocol: sasl_ssl, sasl_mechanism: OAUTHBEARER, sasl_oauthbearer_token_endpoint_url: 'https://keycloak/realms/kafka/protocol/openid-connect/token', sasl_oauthbearer_client_id: medic, sasl_oauthbearer_client_secret_file: {}, sasl_oauthbearer_scope: kafka}}}}\n",
+            secret.display()
+        ),
+    );
+    let args = argv![
+        "--policies-file",
+        policies.display().to_string(),
+        "--insecure-no-auth"
+    ];
+    Config::load(&args, &BTreeMap::new()).unwrap();
+    let policies = crate::policy::Policies::load(&policies).unwrap();
+    let k = policies.brokers()[0].kafka.clone().unwrap();
+    let security = crate::backend::kafka::security(&k).unwrap();
+    assert_eq!(
+        format!("{:?}", security.sasl),
+        "Some(OAUTHBEARER from oidc https://keycloak/realms/kafka/protocol/openid-connect/token)"
+    );
+
+    let policies = f.write(
+        "brokers.yaml",
+        "brokers:\n  - {cluster: a, backend: kafka, kafka: {bootstrap_servers: ['k:9093'], security_protocol: sasl_ssl, sasl_mechanism: OAUTHBEARER, sasl_oauthbearer_token_endpoint_url: 'keycloak/token', sasl_username: u}}\n  - {cluster: b, backend: kafka, kafka: {bootstrap_servers: ['b-1.msk:9098'], security_protocol: sasl_ssl, sasl_mechanism: AWS_MSK_IAM, sasl_oauthbearer_client_id: x}}\n  - {cluster: c, backend: kafka, kafka: {bootstrap_servers: ['k:9092'], sasl_aws_region: eu-west-1}}\n",
+    );
+    let args = argv![
+        "--policies-file",
+        policies.display().to_string(),
+        "--insecure-no-auth"
+    ];
+    let err = Config::load(&args, &BTreeMap::new()).unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("{err}")
+    };
+    let at = format!("policies_file {}: ", policies.display());
+    let want: Vec<String> = [
+        "brokers[0].kafka.sasl_oauthbearer_token_endpoint_url = \"keycloak/token\": not an http(s) URL",
+        "brokers[0].kafka.sasl_oauthbearer_client_id: required with sasl_mechanism OAUTHBEARER",
+        "brokers[0].kafka.sasl_oauthbearer_client_secret_file: required with sasl_mechanism OAUTHBEARER",
+        "brokers[0].kafka.sasl_username: set, but sasl_mechanism OAUTHBEARER does not use it",
+        "brokers[1].kafka.sasl_aws_region: required with sasl_mechanism AWS_MSK_IAM",
+        "brokers[1].kafka.sasl_oauthbearer_client_id: set, but sasl_mechanism AWS_MSK_IAM does not use it",
+        "brokers[2].kafka.sasl_aws_region: set, but security_protocol \"plaintext\" does not use SASL",
+    ]
+    .iter()
+    .map(|p| format!("{at}{p}"))
+    .collect();
+    assert_eq!(problems[..], want[..], "{problems:#?}");
+
+    // Well-formed keys whose files cannot be read: named before anything starts.
+    let policies = f.write(
+        "brokers.yaml",
+        &format!(
+            "brokers:\n  - {{cluster: a, backend: kafka, kafka: {{bootstrap_servers: ['k:9093'], security_protocol: sasl_ssl, sasl_mechanism: OAUTHBEARER, sasl_oauthbearer_token_endpoint_url: 'https://idp/token', sasl_oauthbearer_client_id: medic, sasl_oauthbearer_client_secret_file: {}, sasl_oauthbearer_ca_file: {}}}}}\n",
+            f.path("missing-secret"),
+            f.path("missing-ca")
+        ),
+    );
+    let args = argv![
+        "--policies-file",
+        policies.display().to_string(),
+        "--insecure-no-auth"
+    ];
+    let err = Config::load(&args, &BTreeMap::new()).unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("{err}")
+    };
+    let at = format!("policies_file {}: ", policies.display());
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems[0].starts_with(&format!(
+            "{at}brokers[0].kafka.sasl_oauthbearer_client_secret_file: cannot read {}: ",
+            f.path("missing-secret")
+        )),
+        "{problems:#?}"
+    );
+    assert!(
+        problems[1].starts_with(&format!(
+            "{at}brokers[0].kafka.sasl_oauthbearer_ca_file: cannot read {}: ",
+            f.path("missing-ca")
+        )),
+        "{problems:#?}"
+    );
+}
+
+#[test]
 fn example_config_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let c = Config::parse(

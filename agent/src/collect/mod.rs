@@ -1,7 +1,8 @@
 //! One collection: ask Kafka, in batches, for everything the lag report needs, then compute it.
 //!
-//! Requests per collection, for B brokers: 1 Metadata; per coordinator 1 ListGroups and
-//! ceil(groups / offset_fetch_batch) OffsetFetch; per leader 1 ListOffsets; and, only for
+//! Requests per collection, for B brokers: 1 Metadata; per coordinator 1 ListGroups,
+//! ceil(groups / offset_fetch_batch) OffsetFetch, and at most 1 DescribeGroups (its classic
+//! groups) and 1 ConsumerGroupDescribe (its KIP-848 groups); per leader 1 ListOffsets; and, only for
 //! partitions whose committed offset the end-offset history cannot place in time, at most one
 //! Fetch per leader (plus one ListOffsets and Fetch per leader for offsets below the log start).
 //! None of it grows with the number of partitions.
@@ -16,9 +17,14 @@ use futures::future::join_all;
 
 use crate::config::{Mode, NameFilter};
 use crate::lag::{
-    partition_report, GroupReport, LagReport, PartitionReport, Skipped, TopicEnds, TopicReport,
+    partition_report, GroupInfo, GroupReport, LagReport, PartitionReport, Skipped, TopicEnds,
+    TopicReport,
 };
-use medic_kafka::{ClusterMetadata, FetchOutcome, KafkaClient, KafkaError, ListedGroup, Tp};
+use crate::shard::Shard;
+use medic_kafka::{
+    ClusterMetadata, DescribedGroup, FetchOutcome, GroupType, KafkaClient, KafkaError, ListedGroup,
+    Tp,
+};
 pub(crate) use state::LagState;
 
 /// What the collector needs to know.
@@ -28,6 +34,8 @@ pub(crate) struct CollectorSettings {
     pub(crate) mode: Mode,
     pub(crate) groups: NameFilter,
     pub(crate) topics: NameFilter,
+    /// Cluster mode: only the groups and topics this shard owns (see [`crate::shard`]).
+    pub(crate) shard: Shard,
     pub(crate) history_samples: usize,
     pub(crate) drain_rate_window: Duration,
     pub(crate) fetch_max_bytes: i32,
@@ -95,6 +103,8 @@ struct GroupOffsets {
     listed: ListedGroup,
     coordinator: i32,
     offsets: Vec<(Tp, i64)>,
+    /// From DescribeGroups or ConsumerGroupDescribe; None if the group was not described.
+    described: Option<DescribedGroup>,
 }
 
 impl Collector {
@@ -144,10 +154,11 @@ impl Collector {
         // coordinator, all coordinators at once.
         let client = &self.client;
         let filter = &self.settings.groups;
+        let shard = self.settings.shard;
         let per_coordinator = join_all(
             coordinators
                 .iter()
-                .map(|&b| async move { (b, groups_of(client, b, filter).await) }),
+                .map(|&b| async move { (b, groups_of(client, b, filter, shard).await) }),
         )
         .await;
         let mut groups: Vec<GroupOffsets> = Vec::new();
@@ -254,11 +265,21 @@ impl Collector {
                 );
                 topics.push(topic_report(topic, parts, rate));
             }
+            let described = g.described.as_ref();
             group_reports.push(GroupReport {
                 group: g.listed.group.clone(),
-                state: g.listed.state.clone(),
+                // Brokers older than ListGroups v4 list no state; the describe has it.
+                state: match described {
+                    Some(d) if g.listed.state.is_empty() => d.state.clone(),
+                    _ => g.listed.state.clone(),
+                },
                 coordinator: g.coordinator,
                 topics,
+                info: GroupInfo {
+                    group_type: g.listed.group_type.as_str().to_string(),
+                    protocol_type: g.listed.protocol_type.clone(),
+                    members: described.map(|d| u32::try_from(d.members.len()).unwrap_or(u32::MAX)),
+                },
             });
         }
 
@@ -309,12 +330,17 @@ impl Collector {
     }
 
     /// The partitions whose log end offset this agent reports: in cluster mode every
-    /// partition of every accepted, non-internal topic; in sidecar mode those the local broker
-    /// leads, so that the sidecars split them without duplicates.
+    /// partition of every accepted, non-internal topic this shard owns (all of them unsharded);
+    /// in sidecar mode those the local broker leads, so that the sidecars split them without
+    /// duplicates.
     fn reported_partitions(&self, md: &ClusterMetadata) -> BTreeSet<Tp> {
         let mut out = BTreeSet::new();
+        let cluster = matches!(self.settings.mode, Mode::Cluster);
         for (name, topic) in &md.topics {
-            if topic.internal || !self.settings.topics.accepts(name) {
+            if topic.internal
+                || !self.settings.topics.accepts(name)
+                || (cluster && !self.settings.shard.owns(name))
+            {
                 continue;
             }
             for (p, info) in &topic.partitions {
@@ -484,12 +510,13 @@ async fn groups_of(
     client: &KafkaClient,
     broker: i32,
     filter: &NameFilter,
+    shard: Shard,
 ) -> Result<(Vec<GroupOffsets>, Vec<StageError>), KafkaError> {
     let listed: Vec<ListedGroup> = client
         .list_groups(broker)
         .await?
         .into_iter()
-        .filter(|g| filter.accepts(&g.group))
+        .filter(|g| filter.accepts(&g.group) && shard.owns(&g.group))
         .collect();
     if listed.is_empty() {
         return Ok((Vec::new(), Vec::new()));
@@ -518,6 +545,7 @@ async fn groups_of(
                 listed,
                 coordinator: broker,
                 offsets,
+                described: None,
             }),
             Err(code) => errors.push(StageError {
                 stage: "offset_fetch",
@@ -525,7 +553,58 @@ async fn groups_of(
             }),
         }
     }
+    describe(client, broker, &mut out, &mut errors).await;
     Ok((out, errors))
+}
+
+/// Describes `groups` (all coordinated by `broker`) for their members: one DescribeGroups for
+/// the classic groups and one ConsumerGroupDescribe for the KIP-848 ones, sent at once; other
+/// types (`share`, `streams`) are not described. A failed request, or a group the broker
+/// would not describe, is a `describe_groups` stage error: the groups keep their lag, without
+/// members.
+async fn describe(
+    client: &KafkaClient,
+    broker: i32,
+    groups: &mut [GroupOffsets],
+    errors: &mut Vec<StageError>,
+) {
+    let names = |t: GroupType| -> Vec<String> {
+        groups
+            .iter()
+            .filter(|g| g.listed.group_type == t)
+            .map(|g| g.listed.group.clone())
+            .collect()
+    };
+    let (classic, consumer) = (names(GroupType::Classic), names(GroupType::Consumer));
+    let (classic, consumer) = futures::join!(
+        client.describe_groups(broker, &classic),
+        client.consumer_group_describe(broker, &consumer)
+    );
+    let mut by_name: HashMap<String, DescribedGroup> = HashMap::new();
+    for res in [classic, consumer] {
+        match res {
+            Ok(list) => {
+                for d in list {
+                    match d.described {
+                        Ok(x) => {
+                            by_name.insert(d.group, x);
+                        }
+                        Err(message) => errors.push(StageError {
+                            stage: "describe_groups",
+                            message: format!("group {}: {message}", d.group),
+                        }),
+                    }
+                }
+            }
+            Err(e) => errors.push(StageError {
+                stage: "describe_groups",
+                message: format!("broker {broker}: {e}"),
+            }),
+        }
+    }
+    for g in groups.iter_mut() {
+        g.described = by_name.remove(&g.listed.group);
+    }
 }
 
 fn partition_exists(md: &ClusterMetadata, tp: &Tp) -> bool {

@@ -72,6 +72,17 @@ pub(crate) struct Layer {
     #[arg(long, value_name = "N")]
     pub(crate) broker_id: Option<i32>,
 
+    /// Cluster mode, sharded: this agent's shard, 0 to shard_count - 1. It reports the groups
+    /// (and topics' end offsets) that rendezvous hashing of their names assigns to it. Unset with
+    /// shard_count > 1: the ordinal of the pod name in POD_NAME or HOSTNAME (<name>-<ordinal>).
+    #[arg(long, value_name = "I")]
+    pub(crate) shard_index: Option<u32>,
+
+    /// Cluster mode: the number of shards the groups are split over, each run with its own
+    /// shard_index. Default 1 (no sharding).
+    #[arg(long, value_name = "N")]
+    pub(crate) shard_count: Option<u32>,
+
     /// Timeout of one Kafka request. Default 10s.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     #[serde(default, with = "humantime_serde")]
@@ -101,7 +112,8 @@ pub(crate) struct Layer {
     #[arg(long, value_name = "PROTOCOL")]
     pub(crate) security_protocol: Option<String>,
 
-    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with sasl_plaintext or sasl_ssl).
+    /// PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM (with sasl_plaintext or
+    /// sasl_ssl).
     #[arg(long, value_name = "MECHANISM")]
     pub(crate) sasl_mechanism: Option<String>,
 
@@ -116,6 +128,30 @@ pub(crate) struct Layer {
     /// SASL password. Prefer sasl_password_file or the environment variable.
     #[arg(long, value_name = "PASSWORD")]
     pub(crate) sasl_password: Option<String>,
+
+    /// OIDC token endpoint for the client-credentials grant (sasl_mechanism OAUTHBEARER).
+    #[arg(long, value_name = "URL")]
+    pub(crate) sasl_oauthbearer_token_endpoint_url: Option<String>,
+
+    /// OIDC client id (OAUTHBEARER).
+    #[arg(long, value_name = "ID")]
+    pub(crate) sasl_oauthbearer_client_id: Option<String>,
+
+    /// File holding the OIDC client secret (OAUTHBEARER); read again at every token fetch.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) sasl_oauthbearer_client_secret_file: Option<PathBuf>,
+
+    /// Scope requested with the token (OAUTHBEARER). Default: none.
+    #[arg(long, value_name = "SCOPE")]
+    pub(crate) sasl_oauthbearer_scope: Option<String>,
+
+    /// PEM CA bundle for an https token endpoint (OAUTHBEARER). Default: the Mozilla roots.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) sasl_oauthbearer_ca_file: Option<PathBuf>,
+
+    /// AWS region of the MSK cluster (sasl_mechanism AWS_MSK_IAM), e.g. eu-west-1.
+    #[arg(long, value_name = "REGION")]
+    pub(crate) sasl_aws_region: Option<String>,
 
     /// PEM file of CA certificates to trust. Default: the bundled Mozilla roots.
     #[arg(long, value_name = "FILE")]
@@ -211,4 +247,14 @@ pub(crate) struct Layer {
     /// Log format: auto (json unless stderr is a terminal), json or text. Default auto.
     #[arg(long, value_name = "FORMAT")]
     pub(crate) log_format: Option<String>,
+
+    /// Lag series per `partition` (kafka_exporter's names) or per `topic` (per group and topic
+    /// sums and maxima, for very large clusters). Default partition.
+    #[arg(long, value_name = "partition|topic")]
+    pub(crate) granularity: Option<String>,
+
+    /// Most series one scrape may carry; above it the lowest-priority series are dropped
+    /// (per-partition ones first) and counted in medic_agent_series_dropped. Default: no limit.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_series: Option<usize>,
 }

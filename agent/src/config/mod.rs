@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser};
 pub(crate) use layer::Layer;
-use medic_kafka::{read_password_file, SaslCredentials, SaslMechanism, Security, SecurityProtocol};
+use medic_kafka::{Security, SecuritySettings};
 use regex::Regex;
 
 use crate::health::{HealthConfig, ProcessSource};
@@ -105,6 +105,8 @@ pub struct Config {
     pub(crate) listen: SocketAddr,
     pub(crate) interval: Duration,
     pub(crate) mode: Mode,
+    /// Cluster mode: the part of the groups and topics this agent reports.
+    pub(crate) shard: crate::shard::Shard,
     pub(crate) request_timeout: Duration,
     pub(crate) groups: NameFilter,
     pub(crate) topics: NameFilter,
@@ -120,6 +122,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Limits of the HTTP server against slow and idle clients.
     pub(crate) http: medic_http::Settings,
+    /// Per-partition or per-topic lag series.
+    pub(crate) granularity: crate::render::Granularity,
+    /// The series budget of one scrape, if any.
+    pub(crate) max_series: Option<usize>,
 }
 
 /// Parses flags, reads the environment map and the file, merges and validates.
@@ -156,7 +162,7 @@ where
         return Err(LoadError::Invalid(ConfigErrors(errors)));
     }
     let (merged, origins) = merge(cli.layer, env_layer, file_layer, config_path.as_deref());
-    validate(merged, &origins).map_err(LoadError::Invalid)
+    validate(merged, &origins, env).map_err(LoadError::Invalid)
 }
 
 /// Why the configuration could not be loaded.
@@ -310,21 +316,31 @@ macro_rules! merge_layers {
 pub(crate) fn merge(flag: Layer, env: Layer, file: Layer, path: Option<&Path>) -> (Layer, Origins) {
     let mut origins = Origins::new();
     let merged = merge_layers!(flag, env, file, path, origins;
-        bootstrap_servers, listen, cluster, interval, broker_id, request_timeout,
+        bootstrap_servers, listen, cluster, interval, broker_id, shard_index, shard_count,
+        request_timeout,
         group_allow, group_deny, topic_allow, topic_deny,
         security_protocol, sasl_mechanism, sasl_username, sasl_password_file, sasl_password,
+        sasl_oauthbearer_token_endpoint_url, sasl_oauthbearer_client_id,
+        sasl_oauthbearer_client_secret_file, sasl_oauthbearer_scope, sasl_oauthbearer_ca_file,
+        sasl_aws_region,
         tls_ca_file, tls_cert_file, tls_key_file, tls_server_name,
         process_source, process_pid_file, process_cmdline_pattern, process_cgroup_dir,
         log_dirs, proc_root, cgroup_root,
         history_samples, drain_rate_window, stale_after,
         fetch_max_bytes, fetch_partition_max_bytes, offset_fetch_batch, log_format,
         http_header_read_timeout, http_idle_timeout, http_max_connections,
+        granularity, max_series,
     );
     (merged, origins)
 }
 
 /// Checks every setting and cross-setting rule, collecting all problems.
-pub(crate) fn validate(l: Layer, origins: &Origins) -> Result<Config, ConfigErrors> {
+/// `env` is read for the shard's pod ordinal (POD_NAME, HOSTNAME) only.
+pub(crate) fn validate(
+    l: Layer,
+    origins: &Origins,
+    env: &HashMap<String, String>,
+) -> Result<Config, ConfigErrors> {
     let mut errs = Vec::new();
     let at = |key: &'static str| {
         origins
@@ -404,7 +420,7 @@ pub(crate) fn validate(l: Layer, origins: &Origins) -> Result<Config, ConfigErro
         deny: regexes("topic_deny", &l.topic_deny),
     };
 
-    let security = security(&l, &at, &mut errs);
+    let security = security(&l, request_timeout, &at, &mut errs);
 
     let mode = match l.broker_id {
         Some(id) if id < 0 => {
@@ -414,6 +430,14 @@ pub(crate) fn validate(l: Layer, origins: &Origins) -> Result<Config, ConfigErro
         Some(id) => Mode::Sidecar { broker_id: id },
         None => Mode::Cluster,
     };
+    let shard = crate::shard::resolve(
+        l.shard_index,
+        l.shard_count,
+        l.broker_id.is_some(),
+        env,
+        &at,
+        &mut errs,
+    );
     let health = health(&l, &mode, &at, &mut errs);
 
     let history_samples = l.history_samples.unwrap_or(64);
@@ -487,6 +511,23 @@ pub(crate) fn validate(l: Layer, origins: &Origins) -> Result<Config, ConfigErro
             at("http_max_connections")
         ));
     }
+    let granularity = match l.granularity.as_deref().unwrap_or("partition") {
+        "partition" => crate::render::Granularity::Partition,
+        "topic" => crate::render::Granularity::Topic,
+        other => {
+            errs.push(format!(
+                "{} = {other:?}: expected partition or topic",
+                at("granularity")
+            ));
+            crate::render::Granularity::Partition
+        }
+    };
+    if l.max_series == Some(0) {
+        errs.push(format!(
+            "{} = 0: must be at least 1 (leave it unset for no limit)",
+            at("max_series")
+        ));
+    }
 
     if !errs.is_empty() {
         return Err(ConfigErrors(errs));
@@ -497,6 +538,7 @@ pub(crate) fn validate(l: Layer, origins: &Origins) -> Result<Config, ConfigErro
         listen,
         interval,
         mode,
+        shard,
         request_timeout,
         groups,
         topics,
@@ -510,111 +552,41 @@ pub(crate) fn validate(l: Layer, origins: &Origins) -> Result<Config, ConfigErro
         offset_fetch_batch,
         log_format,
         http,
+        granularity,
+        max_series: l.max_series,
     })
 }
 
-fn security(l: &Layer, at: &dyn Fn(&'static str) -> String, errs: &mut Vec<String>) -> Security {
-    let protocol = match l.security_protocol.as_deref().map(str::parse) {
-        None => SecurityProtocol::default(),
-        Some(Ok(p)) => p,
-        Some(Err(e)) => {
-            errs.push(format!("{} = {e}", at("security_protocol")));
-            SecurityProtocol::Plaintext
-        }
+/// The security keys, checked and built by medic-kafka (the same keys as the actuator's `kafka`
+/// backend); each problem is named where it was set.
+fn security(
+    l: &Layer,
+    request_timeout: Duration,
+    at: &dyn Fn(&'static str) -> String,
+    errs: &mut Vec<String>,
+) -> Security {
+    let settings = SecuritySettings {
+        security_protocol: l.security_protocol.clone(),
+        tls_ca_file: l.tls_ca_file.clone(),
+        tls_cert_file: l.tls_cert_file.clone(),
+        tls_key_file: l.tls_key_file.clone(),
+        tls_server_name: l.tls_server_name.clone(),
+        sasl_mechanism: l.sasl_mechanism.clone(),
+        sasl_username: l.sasl_username.clone(),
+        sasl_password_file: l.sasl_password_file.clone(),
+        sasl_password: l.sasl_password.clone(),
+        sasl_oauthbearer_token_endpoint_url: l.sasl_oauthbearer_token_endpoint_url.clone(),
+        sasl_oauthbearer_client_id: l.sasl_oauthbearer_client_id.clone(),
+        sasl_oauthbearer_client_secret_file: l.sasl_oauthbearer_client_secret_file.clone(),
+        sasl_oauthbearer_scope: l.sasl_oauthbearer_scope.clone(),
+        sasl_oauthbearer_ca_file: l.sasl_oauthbearer_ca_file.clone(),
+        sasl_aws_region: l.sasl_aws_region.clone(),
+        token_request_timeout: request_timeout,
     };
-    let (tls, sasl) = (protocol.uses_tls(), protocol.uses_sasl());
-    let protocol = protocol.as_str();
-    let mut security = Security::default();
-    if tls {
-        match medic_kafka::tls::client_config(
-            l.tls_ca_file.as_deref(),
-            l.tls_cert_file.as_deref(),
-            l.tls_key_file.as_deref(),
-        ) {
-            Ok(c) => security.tls = Some(c),
-            Err(e) => errs.push(format!("{}: {e}", at("tls_ca_file"))),
-        }
-        security.tls_server_name = l.tls_server_name.clone();
-    } else {
-        for (key, set) in [
-            ("tls_ca_file", l.tls_ca_file.is_some()),
-            ("tls_cert_file", l.tls_cert_file.is_some()),
-            ("tls_key_file", l.tls_key_file.is_some()),
-        ] {
-            if set {
-                errs.push(format!(
-                    "{}: set, but security_protocol {protocol:?} does not use TLS",
-                    at(key)
-                ));
-            }
-        }
-    }
-    if sasl {
-        let mechanism = match l.sasl_mechanism.as_deref() {
-            None => {
-                errs.push(format!(
-                    "{}: required with security_protocol {protocol:?}",
-                    at("sasl_mechanism")
-                ));
-                None
-            }
-            Some(m) => match m.parse::<SaslMechanism>() {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    errs.push(format!("{} = {m:?}: {e}", at("sasl_mechanism")));
-                    None
-                }
-            },
-        };
-        let username = l.sasl_username.clone().unwrap_or_default();
-        if username.is_empty() {
-            errs.push(format!(
-                "{}: required with security_protocol {protocol:?}",
-                at("sasl_username")
-            ));
-        }
-        let password = match (&l.sasl_password_file, &l.sasl_password) {
-            (Some(_), Some(_)) => {
-                errs.push(format!(
-                    "{}: give either sasl_password_file or sasl_password, not both",
-                    at("sasl_password_file")
-                ));
-                None
-            }
-            (Some(f), None) => match read_password_file(f) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    errs.push(format!(
-                        "{} = {:?}: cannot read: {e}",
-                        at("sasl_password_file"),
-                        f.display()
-                    ));
-                    None
-                }
-            },
-            (None, Some(p)) => Some(p.clone()),
-            (None, None) => {
-                errs.push(format!(
-                    "{}: required with security_protocol {protocol:?} (or sasl_password)",
-                    at("sasl_password_file")
-                ));
-                None
-            }
-        };
-        if let (Some(mechanism), Some(password)) = (mechanism, password) {
-            security.sasl = Some(SaslCredentials {
-                mechanism,
-                username,
-                password,
-            });
-        }
-    } else if l.sasl_mechanism.is_some() || l.sasl_username.is_some() {
-        errs.push(format!(
-            "{}: set, but security_protocol {protocol:?} does not use SASL",
-            at("sasl_mechanism")
-        ));
-    }
-    security
+    settings.build().unwrap_or_else(|problems| {
+        errs.extend(problems.iter().map(|p| p.render(&at(p.key))));
+        Security::default()
+    })
 }
 
 fn health(

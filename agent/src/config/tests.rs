@@ -215,10 +215,12 @@ fn sasl_settings_are_checked_together() {
         ],
         &[],
     );
-    let s = c.security.sasl.unwrap();
+    let Some(medic_kafka::Sasl::Password(s)) = c.security.sasl else {
+        panic!("{:?}", c.security)
+    };
     assert_eq!(
         (s.mechanism, s.username.as_str(), s.password.as_str()),
-        (SaslMechanism::ScramSha512, "medic", "hunter2")
+        (medic_kafka::SaslMechanism::ScramSha512, "medic", "hunter2")
     );
 
     let errs = load_err(
@@ -232,18 +234,27 @@ fn sasl_settings_are_checked_together() {
         ],
         &[],
     );
-    let joined = errs.join("\n");
-    assert!(
-        joined.contains("flag --sasl-mechanism = \"GSSAPI\": unknown SASL mechanism"),
-        "{joined}"
+    assert_eq!(
+        errs,
+        ["flag --sasl-mechanism = \"GSSAPI\": unknown SASL mechanism; expected PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM"]
     );
-    assert!(
-        joined.contains("default sasl_username: required"),
-        "{joined}"
+    let errs = load_err(
+        &[
+            "--bootstrap-servers",
+            "k:1",
+            "--security-protocol",
+            "sasl_ssl",
+            "--sasl-mechanism",
+            "PLAIN",
+        ],
+        &[],
     );
-    assert!(
-        joined.contains("default sasl_password_file: required"),
-        "{joined}"
+    assert_eq!(
+        errs,
+        [
+            "default sasl_username: required with sasl_mechanism PLAIN",
+            "default sasl_password_file: required with sasl_mechanism PLAIN",
+        ]
     );
 
     let errs = load_err(&["--bootstrap-servers", "k:1", "--sasl-username", "u"], &[]);
@@ -343,5 +354,265 @@ fn http_limits_have_defaults_keys_and_checks() {
             "flag --http-header-read-timeout = 10ms: must be at least 100ms".to_string(),
             "flag --http-max-connections: must be at least 1".into(),
         ]
+    );
+}
+
+#[test]
+fn granularity_and_series_budget_have_defaults_keys_and_checks() {
+    let c = load_ok(&["--bootstrap-servers", "k:9092"], &[]);
+    assert_eq!(c.granularity, crate::render::Granularity::Partition);
+    assert_eq!(c.max_series, None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, "granularity: topic\nmax_series: 5000\n").unwrap();
+    let f = file.to_str().unwrap();
+    let c = load_ok(&["--bootstrap-servers", "k:9092", "--config", f], &[]);
+    assert_eq!(
+        (c.granularity, c.max_series),
+        (crate::render::Granularity::Topic, Some(5000)),
+        "file"
+    );
+    let c = load_ok(
+        &[
+            "--bootstrap-servers",
+            "k:9092",
+            "--config",
+            f,
+            "--max-series",
+            "70",
+        ],
+        &[("MEDIC_AGENT_GRANULARITY", "partition")],
+    );
+    assert_eq!(
+        (c.granularity, c.max_series),
+        (crate::render::Granularity::Partition, Some(70)),
+        "env and flag beat the file"
+    );
+
+    std::fs::write(&file, "granularity: Topic\nmax_series: 0\n").unwrap();
+    let errs = load_err(&["--bootstrap-servers", "k:9092", "--config", f], &[]);
+    assert_eq!(
+        errs,
+        vec![
+            format!("{f}: key granularity = \"Topic\": expected partition or topic"),
+            format!("{f}: key max_series = 0: must be at least 1 (leave it unset for no limit)"),
+        ]
+    );
+    let errs = load_err(
+        &["--bootstrap-servers", "k:9092"],
+        &[("MEDIC_AGENT_MAX_SERIES", "-3")],
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "env MEDIC_AGENT_MAX_SERIES=\"-3\": invalid value for one of the arguments".to_string()
+        ]
+    );
+}
+
+#[test]
+fn oauthbearer_keys_from_flags_env_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(
+        &file,
+        "bootstrap_servers: [k:9093]\nsecurity_protocol: sasl_ssl\nsasl_mechanism: OAUTHBEARER\nsasl_oauthbearer_scope: kafka\n",
+    )
+    .unwrap();
+    let c = load_ok(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--sasl-oauthbearer-token-endpoint-url",
+            "https://keycloak/realms/kafka/protocol/openid-connect/token",
+            "--sasl-oauthbearer-client-secret-file",
+            secret.to_str().unwrap(),
+        ],
+        &[("MEDIC_AGENT_SASL_OAUTHBEARER_CLIENT_ID", "medic-agent")],
+    );
+    let Some(medic_kafka::Sasl::Token { mechanism, tokens }) = &c.security.sasl else {
+        panic!("{:?}", c.security)
+    };
+    assert_eq!(*mechanism, medic_kafka::SaslMechanism::OAuthBearer);
+    assert_eq!(
+        tokens.describe(),
+        "oidc https://keycloak/realms/kafka/protocol/openid-connect/token"
+    );
+    assert!(c.security.tls.is_some());
+}
+
+#[test]
+fn oauthbearer_problems_name_each_key_where_it_was_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing-secret");
+    let errs = load_err(
+        &[
+            "--bootstrap-servers",
+            "k:1",
+            "--security-protocol",
+            "sasl_plaintext",
+            "--sasl-mechanism",
+            "OAUTHBEARER",
+            "--sasl-oauthbearer-token-endpoint-url",
+            "keycloak/token",
+            "--sasl-username",
+            "medic",
+        ],
+        &[("MEDIC_AGENT_SASL_AWS_REGION", "eu-west-1")],
+    );
+    assert_eq!(
+        errs,
+        [
+            "flag --sasl-oauthbearer-token-endpoint-url = \"keycloak/token\": not an http(s) URL",
+            "default sasl_oauthbearer_client_id: required with sasl_mechanism OAUTHBEARER",
+            "default sasl_oauthbearer_client_secret_file: required with sasl_mechanism OAUTHBEARER",
+            "flag --sasl-username: set, but sasl_mechanism OAUTHBEARER does not use it",
+            "env MEDIC_AGENT_SASL_AWS_REGION: set, but sasl_mechanism OAUTHBEARER does not use it",
+        ]
+    );
+    // Well-formed keys, but the secret file cannot be read.
+    let errs = load_err(
+        &[
+            "--bootstrap-servers",
+            "k:1",
+            "--security-protocol",
+            "sasl_plaintext",
+            "--sasl-mechanism",
+            "OAUTHBEARER",
+            "--sasl-oauthbearer-token-endpoint-url",
+            "http://keycloak/token",
+            "--sasl-oauthbearer-client-id",
+            "medic",
+            "--sasl-oauthbearer-client-secret-file",
+            missing.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with(&format!(
+            "flag --sasl-oauthbearer-client-secret-file = {:?}: cannot read: ",
+            missing.display().to_string()
+        )),
+        "{errs:?}"
+    );
+    // OAUTHBEARER keys without SASL.
+    let errs = load_err(
+        &[
+            "--bootstrap-servers",
+            "k:1",
+            "--sasl-oauthbearer-client-id",
+            "medic",
+        ],
+        &[],
+    );
+    assert_eq!(
+        errs,
+        ["flag --sasl-oauthbearer-client-id: set, but security_protocol \"plaintext\" does not use SASL"]
+    );
+}
+
+#[test]
+fn aws_msk_iam_needs_a_region_and_nothing_else() {
+    let errs = load_err(
+        &[
+            "--bootstrap-servers",
+            "b-1.msk:9098",
+            "--security-protocol",
+            "sasl_ssl",
+            "--sasl-mechanism",
+            "AWS_MSK_IAM",
+            "--sasl-oauthbearer-client-id",
+            "x",
+        ],
+        &[],
+    );
+    assert_eq!(
+        errs,
+        [
+            "default sasl_aws_region: required with sasl_mechanism AWS_MSK_IAM",
+            "flag --sasl-oauthbearer-client-id: set, but sasl_mechanism AWS_MSK_IAM does not use it",
+        ]
+    );
+    let c = load_ok(
+        &[
+            "--bootstrap-servers",
+            "b-1.msk:9098",
+            "--security-protocol",
+            "sasl_ssl",
+            "--sasl-mechanism",
+            "AWS_MSK_IAM",
+            "--sasl-aws-region",
+            "eu-west-1",
+        ],
+        &[],
+    );
+    let sasl = c.security.sasl.as_ref().unwrap();
+    assert_eq!(sasl.mechanism(), medic_kafka::SaslMechanism::AwsMskIam);
+}
+
+#[test]
+fn shard_settings_from_flags_env_file_and_the_pod_name() {
+    let c = load_ok(&["--bootstrap-servers", "k:9092"], &[]);
+    assert_eq!((c.shard.index(), c.shard.count()), (0, 1), "unsharded");
+    let c = load_ok(
+        &["--bootstrap-servers", "k:9092", "--shard-count", "4"],
+        &[("MEDIC_AGENT_SHARD_INDEX", "3")],
+    );
+    assert_eq!((c.shard.index(), c.shard.count()), (3, 4), "flag and env");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, "bootstrap_servers: k:9092\nshard_count: 3\n").unwrap();
+    let c = load_ok(
+        &["--config", file.to_str().unwrap()],
+        &[("POD_NAME", "kafka-medic-agent-2"), ("HOSTNAME", "x-0")],
+    );
+    assert_eq!(
+        (c.shard.index(), c.shard.count()),
+        (2, 3),
+        "file, index from POD_NAME"
+    );
+
+    let errs = load_err(
+        &["--config", file.to_str().unwrap()],
+        &[("HOSTNAME", "kafka-medic-agent-3")],
+    );
+    assert_eq!(
+        errs,
+        vec![format!(
+            "env HOSTNAME = \"kafka-medic-agent-3\": ordinal 3 is not less than {}: key shard_count (3); the StatefulSet has more replicas than shards",
+            file.display()
+        )]
+    );
+    let errs = load_err(
+        &[
+            "--bootstrap-servers",
+            "k:9092",
+            "--shard-index",
+            "5",
+            "--shard-count",
+            "2",
+        ],
+        &[],
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "flag --shard-index = 5: must be less than shard_count (2); shards are numbered 0 to 1"
+        ]
+    );
+    let errs = load_err(
+        &["--bootstrap-servers", "k:9092", "--broker-id", "1"],
+        &[("MEDIC_AGENT_SHARD_COUNT", "2")],
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with(
+            "env MEDIC_AGENT_SHARD_COUNT: sharding is for cluster mode only; with broker_id (sidecar mode)"
+        ),
+        "{errs:?}"
     );
 }

@@ -8,6 +8,10 @@
 
 use std::collections::{HashMap, VecDeque};
 
+/// The resolution of the rate's window: the base of the rate is at most
+/// `window / SAMPLES_PER_WINDOW` older than the window.
+const SAMPLES_PER_WINDOW: usize = 16;
+
 /// A window of consumption samples for one (group, topic).
 #[derive(Debug, Clone)]
 pub(crate) struct ConsumptionRate {
@@ -43,7 +47,16 @@ impl ConsumptionRate {
         if self.samples.back().is_some_and(|(t, _)| now <= *t) {
             return;
         }
-        self.samples.push_back((now, self.consumed));
+        // At most about SAMPLES_PER_WINDOW samples per window whatever the interval: a sample
+        // taken less than window / SAMPLES_PER_WINDOW after the one before the last replaces
+        // the last instead of adding one (at a 1 s interval over a 300 s window that is 18
+        // samples, not 300, per group and topic).
+        let n = self.samples.len();
+        if n >= 2 && now - self.samples[n - 2].0 < self.window_seconds / SAMPLES_PER_WINDOW as f64 {
+            self.samples[n - 1] = (now, self.consumed);
+        } else {
+            self.samples.push_back((now, self.consumed));
+        }
         // Keep the newest sample that is at least a window old as the base of the rate.
         while self.samples.len() > 2 && now - self.samples[1].0 >= self.window_seconds {
             self.samples.pop_front();
@@ -94,6 +107,34 @@ mod tests {
             r.observe(i as f64 * 10.0, [(0, o)]);
         }
         // The last 30 s consumed nothing.
+        assert_eq!(r.rate(), Some(0.0));
+    }
+
+    #[test]
+    fn samples_stay_bounded_at_short_intervals() {
+        // 1 s interval, 300 s window, 10 offsets/s: without downsampling 301 samples.
+        let mut r = ConsumptionRate::new(300.0);
+        for i in 0..=1_000 {
+            r.observe(i as f64, [(0, i * 10)]);
+        }
+        assert!(
+            r.samples.len() <= SAMPLES_PER_WINDOW + 3,
+            "{} samples",
+            r.samples.len()
+        );
+        // The rate is still exact for a steady consumer, and its base is a window old or a
+        // little more, never less.
+        assert_eq!(r.rate(), Some(10.0));
+        let span = r.samples.back().unwrap().0 - r.samples.front().unwrap().0;
+        assert!(
+            (300.0..=300.0 + 300.0 / SAMPLES_PER_WINDOW as f64 + 1.0).contains(&span),
+            "{span}"
+        );
+        // A stop is seen within the window and its resolution: 300 + 300/16 s later the rate
+        // is 0.
+        for i in 1_001..=1_320 {
+            r.observe(i as f64, [(0, 10_000)]);
+        }
         assert_eq!(r.rate(), Some(0.0));
     }
 

@@ -13,31 +13,54 @@
 //! When the history is full, the entry whose removal costs least *relative to its age* is
 //! dropped. Recent brackets stay one collection interval wide, older ones widen in proportion to
 //! their age, so the relative error stays bounded while the history reaches far back.
+//!
+//! Memory: the agent holds one history per partition, so a run is kept small (16 bytes): the
+//! end offset, and its two sightings as 10 ms ticks after the history's first observation
+//! (`u32`: 497 days; a history that outlives that starts over, and lag in seconds is read from
+//! record timestamps for a collection or two). A full history at the default 64 samples is
+//! 1 KiB; an idle partition's, one run.
 
 use std::collections::VecDeque;
 
-/// One run of identical end-offset observations.
+/// Ticks per second of the times a [`Run`] holds.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// One run of identical end-offset observations; times in ticks after the history's base.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Run {
     offset: i64,
-    first_seen: f64,
-    last_seen: f64,
+    first_seen: u32,
+    last_seen: u32,
 }
 
 /// The history of one partition's log end offset. Times are seconds since the Unix epoch.
 #[derive(Debug, Clone)]
 pub(crate) struct EndOffsetHistory {
     runs: VecDeque<Run>,
+    /// The time of tick 0: the first observation since the history (re)started.
+    base: f64,
     capacity: usize,
 }
 
 impl EndOffsetHistory {
     /// A history holding at most `capacity` runs (at least 3).
+    ///
+    /// Nothing is allocated up front: an idle partition (one run) costs one small allocation,
+    /// and the buffer grows to `capacity + 1` runs only as distinct end offsets arrive. (The
+    /// agent holds one history per partition: reserving `history_samples + 1` runs for each,
+    /// 1.5 KiB at the default 64, was most of its memory at 100,000 partitions.)
     pub(crate) fn new(capacity: usize) -> Self {
         EndOffsetHistory {
-            runs: VecDeque::with_capacity(capacity.max(3) + 1),
+            runs: VecDeque::new(),
+            base: 0.0,
             capacity: capacity.max(3),
         }
+    }
+
+    /// Bytes this history holds on the heap.
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.runs.capacity() * std::mem::size_of::<Run>()
     }
 
     /// Number of runs held.
@@ -58,6 +81,20 @@ impl EndOffsetHistory {
     /// the old history no longer describes it and is dropped. Observations older than the last
     /// one are ignored.
     pub(crate) fn observe(&mut self, end_offset: i64, now: f64) {
+        if self.runs.is_empty() {
+            self.base = now;
+        }
+        let now = match self.ticks(now) {
+            Some(t) => t,
+            // Before the base: older than every observation, ignored.
+            None if now < self.base => return,
+            // Past the range of a tick: start over from here.
+            None => {
+                self.runs.clear();
+                self.base = now;
+                0
+            }
+        };
         if let Some(last) = self.runs.back_mut() {
             if now < last.last_seen {
                 return;
@@ -70,6 +107,13 @@ impl EndOffsetHistory {
                 self.runs.clear();
             }
         }
+        if self.runs.len() == self.runs.capacity() {
+            // Grow by doubling, but never past the `capacity + 1` runs the history can hold
+            // (VecDeque's own doubling would take 64 runs to 128).
+            let len = self.runs.len();
+            let target = (len * 2).clamp(2, self.capacity + 1);
+            self.runs.reserve_exact(target.saturating_sub(len).max(1));
+        }
         self.runs.push_back(Run {
             offset: end_offset,
             first_seen: now,
@@ -80,14 +124,27 @@ impl EndOffsetHistory {
         }
     }
 
+    /// `t` (seconds since the epoch) in ticks after the base, if it is in range.
+    fn ticks(&self, t: f64) -> Option<u32> {
+        let ticks = ((t - self.base) * TICKS_PER_SECOND).round();
+        (0.0..=u32::MAX as f64)
+            .contains(&ticks)
+            .then_some(ticks as u32)
+    }
+
+    /// Seconds since the epoch of a tick.
+    fn seconds(&self, ticks: u32) -> f64 {
+        self.base + ticks as f64 / TICKS_PER_SECOND
+    }
+
     /// Drops the interior run whose removal widens a bracket least relative to its age.
-    fn thin(&mut self, now: f64) {
+    fn thin(&mut self, now: u32) {
         let mut best: Option<(usize, f64)> = None;
         for i in 1..self.runs.len() - 1 {
             let before = self.runs[i - 1];
             let after = self.runs[i + 1];
-            let merged_gap = (after.first_seen - before.last_seen).max(0.0);
-            let age = (now - before.last_seen).max(1e-9);
+            let merged_gap = after.first_seen.saturating_sub(before.last_seen) as f64;
+            let age = (now.saturating_sub(before.last_seen) as f64).max(1e-9);
             let cost = merged_gap / age;
             if best.is_none_or(|(_, c)| cost < c) {
                 best = Some((i, cost));
@@ -111,8 +168,8 @@ impl EndOffsetHistory {
         let i = self.runs.partition_point(|r| r.offset <= offset) - 1;
         let lo = self.runs[i];
         let hi = self.runs[i + 1];
-        let t1 = lo.last_seen;
-        let t2 = hi.first_seen;
+        let t1 = self.seconds(lo.last_seen);
+        let t2 = self.seconds(hi.first_seen);
         let span = (hi.offset - lo.offset) as f64;
         let frac = ((offset + 1 - lo.offset) as f64 / span).clamp(0.0, 1.0);
         Some(t1 + frac * (t2 - t1))
@@ -128,7 +185,12 @@ impl EndOffsetHistory {
             return None;
         }
         let i = self.runs.partition_point(|r| r.offset <= offset) - 1;
-        Some(self.runs[i + 1].first_seen - self.runs[i].last_seen)
+        Some(
+            self.runs[i + 1]
+                .first_seen
+                .saturating_sub(self.runs[i].last_seen) as f64
+                / TICKS_PER_SECOND,
+        )
     }
 }
 
@@ -218,6 +280,58 @@ mod tests {
     }
 
     #[test]
+    fn memory_grows_with_distinct_offsets_and_stops_at_capacity() {
+        let run = std::mem::size_of::<Run>();
+        let mut h = EndOffsetHistory::new(64);
+        assert_eq!(
+            h.heap_bytes(),
+            0,
+            "nothing reserved before the first observation"
+        );
+        for t in 0..100 {
+            h.observe(7, t as f64);
+        }
+        assert_eq!(h.len(), 1);
+        assert!(
+            h.heap_bytes() <= 2 * run,
+            "idle partition: {} bytes",
+            h.heap_bytes()
+        );
+        for i in 0..1_000 {
+            h.observe(10 + i, 200.0 + i as f64);
+        }
+        assert_eq!(h.len(), 64);
+        assert_eq!(
+            h.heap_bytes(),
+            65 * run,
+            "a full history holds capacity + 1 runs, not VecDeque's doubling"
+        );
+    }
+
+    #[test]
+    fn a_run_is_16_bytes_and_times_keep_10_ms() {
+        assert_eq!(std::mem::size_of::<Run>(), 16);
+        // Unix times of today, observed at sub-tick instants: placed to within a tick.
+        let t0 = 1_790_000_000.123;
+        let h = history(&[(0, t0), (100, t0 + 10.004)]);
+        let est = h.append_time(49).unwrap();
+        assert!((est - (t0 + 5.0)).abs() <= 0.01, "{est}");
+    }
+
+    #[test]
+    fn a_history_older_than_the_tick_range_starts_over() {
+        let mut h = history(&[(0, 100.0), (10, 110.0)]);
+        assert!(h.append_time(5).is_some());
+        // 500 days later (past u32 ticks of 10 ms): the old runs cannot be placed any more.
+        let later = 110.0 + 500.0 * 86_400.0;
+        h.observe(20, later);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h.append_time(5), None);
+        h.observe(30, later + 10.0);
+        assert_eq!(h.append_time(24), Some(later + 5.0));
+    }
+
+    #[test]
     fn thinning_keeps_the_oldest_and_newest_runs() {
         let mut h = EndOffsetHistory::new(8);
         for i in 0..100 {
@@ -261,10 +375,12 @@ mod tests {
                 let before = seen.iter().rev().find(|(e, _)| *e <= o).unwrap().1;
                 let after = seen.iter().find(|(e, _)| *e > o).unwrap().1;
                 let width = h.bracket_width(o).unwrap();
-                prop_assert!(before >= est - width - 1e-9 && after <= est + width + 1e-9,
+                // Times are held to a tick (10 ms): allow one tick either way.
+                let tick = 1.0 / TICKS_PER_SECOND;
+                prop_assert!(before >= est - width - tick && after <= est + width + tick,
                     "offset {} est {} width {} truth in [{}, {}]", o, est, width, before, after);
                 if seen.len() <= cap.max(3) {
-                    prop_assert!(est >= before - 1e-9 && est <= after + 1e-9,
+                    prop_assert!(est >= before - tick && est <= after + tick,
                         "offset {} est {} not in [{}, {}]", o, est, before, after);
                 }
                 prop_assert!(est >= prev - 1e-9);
@@ -295,7 +411,7 @@ mod tests {
             }
             for (o, t) in truth.iter().enumerate() {
                 let est = h.append_time(o as i64).unwrap();
-                prop_assert!((est - t).abs() <= interval + 1e-9, "offset {} est {} truth {}", o, est, t);
+                prop_assert!((est - t).abs() <= interval + 1.0 / TICKS_PER_SECOND, "offset {} est {} truth {}", o, est, t);
             }
         }
     }

@@ -57,6 +57,24 @@ pub struct GroupReport {
     pub state: String,
     pub coordinator: i32,
     pub topics: Vec<TopicReport>,
+    /// Type, protocol type and members (flattened into the group's JSON).
+    #[serde(flatten)]
+    pub info: GroupInfo,
+}
+
+/// What ListGroups and the describe requests say of a group besides its offsets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GroupInfo {
+    /// `classic`, `consumer` (KIP-848), or another type (`share`, `streams`); `classic` when the
+    /// broker does not report types (ListGroups < v5, Kafka < 3.8: no KIP-848 groups there).
+    #[serde(rename = "type")]
+    pub group_type: String,
+    /// `consumer` for Kafka consumers, `connect` for Connect workers, empty for a group that
+    /// only commits offsets.
+    pub protocol_type: String,
+    /// Members from DescribeGroups (classic) or ConsumerGroupDescribe (consumer); absent when
+    /// the group could not be described this collection.
+    pub members: Option<u32>,
 }
 
 /// Log end offsets reported as `kafka_topic_partition_current_offset`.

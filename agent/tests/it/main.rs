@@ -5,5 +5,8 @@
 mod agent_binary;
 mod agent_tansu;
 mod config_errors;
+mod granularity;
+mod kip848;
 mod lag_seconds;
+mod shards;
 mod slow_clients;
