@@ -8,47 +8,24 @@ use std::process::Command;
 use std::time::Duration;
 
 use medic_e2e::{
-    commit_offsets, create_topic, free_port, get, produce, producer, sample, tool, wait_until,
-    Server, Tansu,
+    commit_offsets, create_topic, get, produce, producer, sample, tool, wait_until, Server, Tansu,
 };
 
+use crate::support::AgentProcess;
+
+/// The agent in sidecar mode for the tansu broker: its process from the pid file, its log dir.
 fn start_agent(
     tansu: &Tansu,
     pid_file: &std::path::Path,
     log_dir: &std::path::Path,
 ) -> (Server, u16) {
-    let port = free_port();
-    let args: Vec<String> = [
-        "--bootstrap-servers",
-        &tansu.bootstrap(),
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--cluster",
-        "e2e",
-        "--interval",
-        "300ms",
-        "--request-timeout",
-        "1s",
-        "--broker-id",
-        &Tansu::NODE_ID.to_string(),
-        "--process-source",
-        "pid_file",
-        "--process-pid-file",
-        pid_file.to_str().unwrap(),
-        "--log-dirs",
-        log_dir.to_str().unwrap(),
-        "--log-format",
-        "text",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let agent = Server::start(
-        "medic-agent",
-        &PathBuf::from(env!("CARGO_BIN_EXE_medic-agent")),
-        &args,
-    );
-    (agent, port)
+    AgentProcess::new(&tansu.bootstrap())
+        .request_timeout("1s")
+        .args(&["--broker-id", &Tansu::NODE_ID.to_string()])
+        .args(&["--process-source", "pid_file"])
+        .args(&["--process-pid-file", pid_file.to_str().unwrap()])
+        .args(&["--log-dirs", log_dir.to_str().unwrap()])
+        .start()
 }
 
 /// Family names from `# TYPE` lines.

@@ -2,30 +2,12 @@
 //! and comes back, a topic deleted under a group.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use medic_agent::config;
 use medic_agent::lag::{GroupReport, LagSecondsSource};
-use medic_agent::run::Agent;
-use medic_e2e::{
-    commit_offsets, consume_and_commit, create_topic, delete_topic, produce, producer, Tansu,
-};
+use medic_e2e::{commit_offsets, consume_and_commit, delete_topic, produce, producer, Tansu};
 
-fn agent(bootstrap: &str, extra: &[&str]) -> Agent {
-    let mut args = vec![
-        "medic-agent",
-        "--bootstrap-servers",
-        bootstrap,
-        "--cluster",
-        "t",
-        "--request-timeout",
-        "3s",
-    ];
-    args.extend_from_slice(extra);
-    let cfg = config::load(args, &HashMap::new()).unwrap();
-    Agent::new(&cfg)
-}
+use crate::support::{agent, topic_with_records};
 
 fn group<'a>(groups: &'a [GroupReport], name: &str) -> &'a GroupReport {
     groups.iter().find(|g| g.group == name).unwrap_or_else(|| {
@@ -58,12 +40,9 @@ fn lags(g: &GroupReport) -> Vec<(String, i32, i64, i64, i64)> {
 async fn exact_lag_for_known_offsets() {
     let tansu = Tansu::start();
     let b = tansu.bootstrap();
-    create_topic(&b, "orders", 3);
-    create_topic(&b, "payments", 1);
     let p = producer(&b);
-    produce(&p, "orders", 0, 5);
-    produce(&p, "orders", 1, 2);
-    produce(&p, "payments", 0, 4);
+    topic_with_records(&b, &p, "orders", &[5, 2, 0]);
+    topic_with_records(&b, &p, "payments", &[4]);
     commit_offsets(
         &b,
         "billing",
@@ -131,8 +110,7 @@ async fn exact_lag_for_known_offsets() {
 async fn allow_and_deny_filters() {
     let tansu = Tansu::start();
     let b = tansu.bootstrap();
-    create_topic(&b, "t", 1);
-    produce(&producer(&b), "t", 0, 2);
+    topic_with_records(&b, &producer(&b), "t", &[2]);
     for g in ["billing-a", "billing-test", "audit", "other"] {
         commit_offsets(&b, g, &[("t", 0, 1)]);
     }
@@ -156,9 +134,8 @@ async fn allow_and_deny_filters() {
 async fn a_group_that_goes_empty_keeps_its_lag_and_comes_back() {
     let tansu = Tansu::start();
     let b = tansu.bootstrap();
-    create_topic(&b, "events", 1);
     let p = producer(&b);
-    produce(&p, "events", 0, 4);
+    topic_with_records(&b, &p, "events", &[4]);
     let read = consume_and_commit(&b, "workers", "events", 4, Duration::from_secs(30));
     assert_eq!(read, 4, "consumer read {read} of 4 records");
 
@@ -187,11 +164,9 @@ async fn a_group_that_goes_empty_keeps_its_lag_and_comes_back() {
 async fn a_topic_deleted_under_a_group_drops_its_series() {
     let tansu = Tansu::start();
     let b = tansu.bootstrap();
-    create_topic(&b, "keep", 1);
-    create_topic(&b, "doomed", 2);
     let p = producer(&b);
-    produce(&p, "keep", 0, 3);
-    produce(&p, "doomed", 0, 3);
+    topic_with_records(&b, &p, "keep", &[3]);
+    topic_with_records(&b, &p, "doomed", &[3, 0]);
     commit_offsets(
         &b,
         "g",

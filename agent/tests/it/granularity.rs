@@ -2,25 +2,9 @@
 //! topic) and per-group series, and a budget that drops partition series but keeps the totals.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+use medic_e2e::{commit_offsets, producer, Tansu};
 
-use medic_agent::config;
-use medic_agent::run::Agent;
-use medic_e2e::{commit_offsets, create_topic, produce, producer, Tansu};
-
-fn agent(bootstrap: &str, extra: &[&str]) -> Agent {
-    let mut args = vec![
-        "medic-agent",
-        "--bootstrap-servers",
-        bootstrap,
-        "--cluster",
-        "t",
-        "--request-timeout",
-        "3s",
-    ];
-    args.extend_from_slice(extra);
-    Agent::new(&config::load(args, &HashMap::new()).unwrap())
-}
+use crate::support::{agent, topic_with_records};
 
 fn samples(text: &str, family: &str) -> Vec<String> {
     let mut v: Vec<String> = text
@@ -36,11 +20,7 @@ fn samples(text: &str, family: &str) -> Vec<String> {
 async fn topic_granularity_and_series_budget_on_tansu() {
     let tansu = Tansu::start();
     let b = tansu.bootstrap();
-    create_topic(&b, "orders", 3);
-    let p = producer(&b);
-    produce(&p, "orders", 0, 5);
-    produce(&p, "orders", 1, 2);
-    produce(&p, "orders", 2, 9);
+    topic_with_records(&b, &producer(&b), "orders", &[5, 2, 9]);
     commit_offsets(
         &b,
         "billing",

@@ -5,11 +5,12 @@
 //! one ConsumerGroupDescribe for its consumer groups.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use medic_e2e::fake_broker::{ApiKey, FakeCluster, Group, Member, RequestRecord};
-use medic_e2e::{free_port, get, sample, wait_for_port, wait_until, Server};
+use medic_e2e::{get, sample, wait_until, Server};
+
+use crate::support::AgentProcess;
 
 /// Two brokers; `orders` with 4 partitions (2 per leader) and 10 records each. Broker 0
 /// coordinates `classic-a` (2 members) and `kip-a` (3 members); broker 1 `classic-b` (1
@@ -51,36 +52,13 @@ fn mixed_cluster(rt: &tokio::runtime::Runtime) -> FakeCluster {
     cluster
 }
 
+/// The real medic-agent in cluster mode over the fake cluster, listening.
 fn start_agent(bootstrap: &str) -> (Server, u16) {
-    let port = free_port();
-    let args: Vec<String> = [
-        "--bootstrap-servers",
-        bootstrap,
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--cluster",
-        "fake",
-        "--interval",
-        "200ms",
-        "--request-timeout",
-        "2s",
-        "--log-format",
-        "text",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let agent = Server::start(
-        "medic-agent",
-        &PathBuf::from(env!("CARGO_BIN_EXE_medic-agent")),
-        &args,
-    );
-    assert!(
-        wait_for_port(port, Duration::from_secs(30)),
-        "medic-agent never listened on {port}: {}",
-        agent.log()
-    );
-    (agent, port)
+    AgentProcess::new(bootstrap)
+        .cluster("fake")
+        .interval("200ms")
+        .request_timeout("2s")
+        .start()
 }
 
 fn members(group: &str) -> String {

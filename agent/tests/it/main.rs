@@ -10,3 +10,4 @@ mod kip848;
 mod lag_seconds;
 mod shards;
 mod slow_clients;
+mod support;

@@ -4,14 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use medic_agent::shard::owner;
-use medic_e2e::{
-    commit_offsets, create_topic, free_port, get, produce, producer, sample, wait_for_port,
-    wait_until, Server, Tansu,
-};
+use medic_e2e::{commit_offsets, create_topic, get, produce, producer, sample, wait_until, Tansu};
+
+use crate::support::AgentProcess;
 
 const GROUPS: usize = 24;
 const SHARDS: u32 = 3;
@@ -52,38 +50,6 @@ fn groups_of(s: &BTreeMap<Series, String>) -> BTreeSet<String> {
         .collect()
 }
 
-fn start(tansu: &Tansu, name: &str, env: &[&str], extra: &[&str]) -> (Server, u16) {
-    let port = free_port();
-    let agent = PathBuf::from(env!("CARGO_BIN_EXE_medic-agent"));
-    let mut args: Vec<String> = env.iter().map(|s| s.to_string()).collect();
-    args.push(agent.display().to_string());
-    for a in [
-        "--bootstrap-servers",
-        &tansu.bootstrap(),
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--cluster",
-        "e2e",
-        "--interval",
-        "300ms",
-        "--request-timeout",
-        "3s",
-        "--log-format",
-        "text",
-    ] {
-        args.push(a.to_string());
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    // Through env(1), so that a shard can be given its pod name as a StatefulSet would.
-    let agent = Server::start(name, &PathBuf::from("/usr/bin/env"), &args);
-    assert!(
-        wait_for_port(port, Duration::from_secs(30)),
-        "{name} never listened on {port}: {}",
-        agent.log()
-    );
-    (agent, port)
-}
-
 #[test]
 fn three_shards_report_exactly_what_one_agent_reports() {
     let tansu = Tansu::start();
@@ -122,23 +88,24 @@ fn three_shards_report_exactly_what_one_agent_reports() {
         "every shard should get some of the {GROUPS} groups: {want:?}"
     );
 
-    let (mut whole, whole_port) = start(&tansu, "medic-agent-unsharded", &[], &[]);
+    let (mut whole, whole_port) = AgentProcess::new(&b)
+        .name("medic-agent-unsharded")
+        .request_timeout("3s")
+        .start();
     let mut shards = Vec::new();
     for i in 0..SHARDS {
-        // Shard 2 takes its index from the pod name's ordinal, like a StatefulSet pod.
-        let pod = format!("POD_NAME=medic-agent-{i}");
-        let index = i.to_string();
-        let (env, extra): (Vec<&str>, Vec<&str>) = if i == 2 {
-            (vec![&pod], vec!["--shard-count", "3"])
+        let shard = AgentProcess::new(&b)
+            .name(&format!("medic-agent-shard-{i}"))
+            .request_timeout("3s")
+            .args(&["--shard-count", "3"]);
+        // Shard 2 takes its index from the pod name's ordinal, like a StatefulSet pod (through
+        // env(1)); the others are given theirs.
+        let shard = if i == 2 {
+            shard.env("POD_NAME", &format!("medic-agent-{i}"))
         } else {
-            (vec![], vec!["--shard-count", "3", "--shard-index", &index])
+            shard.args(&["--shard-index".to_string(), i.to_string()])
         };
-        shards.push(start(
-            &tansu,
-            &format!("medic-agent-shard-{i}"),
-            &env,
-            &extra,
-        ));
+        shards.push(shard.start());
     }
 
     // Wait for the first successful collection on every agent: the data is static and complete

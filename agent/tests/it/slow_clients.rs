@@ -3,12 +3,13 @@
 //! answering.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use medic_e2e::{free_port, get, sample, wait_until, Server, Tansu};
+use medic_e2e::{get, sample, wait_until, Tansu};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::support::AgentProcess;
 
 const CAP: usize = 32;
 
@@ -37,31 +38,10 @@ async fn get_within(port: u16, path: &str, limit: Duration) -> Result<u16, Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_unfinished_requests_is_closed_and_healthz_answers() {
     let tansu = Tansu::start();
-    let port = free_port();
-    let args: Vec<String> = [
-        "--bootstrap-servers",
-        &tansu.bootstrap(),
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--cluster",
-        "e2e",
-        "--interval",
-        "300ms",
-        "--log-format",
-        "text",
-        "--http-max-connections",
-        &CAP.to_string(),
-        "--http-header-read-timeout",
-        "1s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let agent = Server::start(
-        "medic-agent",
-        &PathBuf::from(env!("CARGO_BIN_EXE_medic-agent")),
-        &args,
-    );
+    let (agent, port) = AgentProcess::new(&tansu.bootstrap())
+        .args(&["--http-max-connections", &CAP.to_string()])
+        .args(&["--http-header-read-timeout", "1s"])
+        .start();
     tokio::task::spawn_blocking(move || {
         wait_until(Duration::from_secs(30), "/healthz 200", || {
             medic_e2e::http::request(port, "GET", "/healthz", &[], b"")

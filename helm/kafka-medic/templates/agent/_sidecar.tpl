@@ -154,6 +154,15 @@ sidecar is included from a parent chart, .Chart is the parent's.
   value: {{ required "agent.cluster is required" .cluster | quote }}
 - name: MEDIC_AGENT_INTERVAL
   value: {{ .interval | quote }}
+{{- if not (has .granularity (list "partition" "topic")) }}
+{{- fail (printf "agent.granularity must be partition or topic, got %q" (toString .granularity)) }}
+{{- end }}
+- name: MEDIC_AGENT_GRANULARITY
+  value: {{ .granularity | quote }}
+{{- with .maxSeries }}
+- name: MEDIC_AGENT_MAX_SERIES
+  value: {{ . | quote }}
+{{- end }}
 {{- range $key, $env := dict "groupAllow" "MEDIC_AGENT_GROUP_ALLOW" "groupDeny" "MEDIC_AGENT_GROUP_DENY" "topicAllow" "MEDIC_AGENT_TOPIC_ALLOW" "topicDeny" "MEDIC_AGENT_TOPIC_DENY" }}
 {{- with index $ $key }}
 {{- range . }}
@@ -172,13 +181,39 @@ sidecar is included from a parent chart, .Chart is the parent's.
 - name: MEDIC_AGENT_SECURITY_PROTOCOL
   value: {{ $k.securityProtocol | quote }}
 {{- if hasPrefix "sasl" $k.securityProtocol }}
+{{- $m := required "agent.kafka.sasl.mechanism is required with a sasl_* securityProtocol" $k.sasl.mechanism }}
+{{- if not (has $m (list "PLAIN" "SCRAM-SHA-256" "SCRAM-SHA-512" "OAUTHBEARER" "AWS_MSK_IAM")) }}
+{{- fail (printf "agent.kafka.sasl.mechanism must be PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM, got %q" $m) }}
+{{- end }}
 - name: MEDIC_AGENT_SASL_MECHANISM
-  value: {{ required "agent.kafka.sasl.mechanism is required with a sasl_* securityProtocol" $k.sasl.mechanism | quote }}
+  value: {{ $m | quote }}
+{{- if eq $m "OAUTHBEARER" }}
+{{- $o := $k.sasl.oauthbearer }}
+- name: MEDIC_AGENT_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL
+  value: {{ required "agent.kafka.sasl.oauthbearer.tokenEndpointUrl is required with mechanism OAUTHBEARER" $o.tokenEndpointUrl | quote }}
+- name: MEDIC_AGENT_SASL_OAUTHBEARER_CLIENT_ID
+  value: {{ required "agent.kafka.sasl.oauthbearer.clientId is required with mechanism OAUTHBEARER" $o.clientId | quote }}
+{{- $_ := required "agent.kafka.sasl.oauthbearer.clientSecret.name is required with mechanism OAUTHBEARER (the secret is read from a file, never from values)" $o.clientSecret.name }}
+- name: MEDIC_AGENT_SASL_OAUTHBEARER_CLIENT_SECRET_FILE
+  value: {{ printf "/etc/medic-agent/oauth/%s" $o.clientSecret.key | quote }}
+{{- with $o.scope }}
+- name: MEDIC_AGENT_SASL_OAUTHBEARER_SCOPE
+  value: {{ . | quote }}
+{{- end }}
+{{- if $o.caSecret.name }}
+- name: MEDIC_AGENT_SASL_OAUTHBEARER_CA_FILE
+  value: {{ printf "/etc/medic-agent/oauth-ca/%s" $o.caSecret.key | quote }}
+{{- end }}
+{{- else if eq $m "AWS_MSK_IAM" }}
+- name: MEDIC_AGENT_SASL_AWS_REGION
+  value: {{ required "agent.kafka.sasl.awsRegion is required with mechanism AWS_MSK_IAM" $k.sasl.awsRegion | quote }}
+{{- else }}
 - name: MEDIC_AGENT_SASL_USERNAME
   value: {{ required "agent.kafka.sasl.username is required with a sasl_* securityProtocol" $k.sasl.username | quote }}
 {{- $_ := required "agent.kafka.sasl.passwordSecret.name is required with a sasl_* securityProtocol (the password is read from a file, never from values)" $k.sasl.passwordSecret.name }}
 - name: MEDIC_AGENT_SASL_PASSWORD_FILE
   value: {{ printf "/etc/medic-agent/sasl/%s" $k.sasl.passwordSecret.key | quote }}
+{{- end }}
 {{- end }}
 {{- if $k.tls.caSecret.name }}
 - name: MEDIC_AGENT_TLS_CA_FILE
@@ -206,9 +241,20 @@ sidecar is included from a parent chart, .Chart is the parent's.
 {{- define "kafka-medic.agentSecretMounts" -}}
 {{- $k := .kafka }}
 {{- if hasPrefix "sasl" $k.securityProtocol }}
+{{- if eq $k.sasl.mechanism "OAUTHBEARER" }}
+- name: medic-agent-oauth
+  mountPath: /etc/medic-agent/oauth
+  readOnly: true
+{{- if $k.sasl.oauthbearer.caSecret.name }}
+- name: medic-agent-oauth-ca
+  mountPath: /etc/medic-agent/oauth-ca
+  readOnly: true
+{{- end }}
+{{- else if ne $k.sasl.mechanism "AWS_MSK_IAM" }}
 - name: medic-agent-sasl
   mountPath: /etc/medic-agent/sasl
   readOnly: true
+{{- end }}
 {{- end }}
 {{- if $k.tls.caSecret.name }}
 - name: medic-agent-tls-ca
@@ -225,6 +271,25 @@ sidecar is included from a parent chart, .Chart is the parent's.
 {{- define "kafka-medic.agentSecretVolumes" -}}
 {{- $k := .kafka }}
 {{- if hasPrefix "sasl" $k.securityProtocol }}
+{{- if eq $k.sasl.mechanism "OAUTHBEARER" }}
+{{- $o := $k.sasl.oauthbearer }}
+- name: medic-agent-oauth
+  secret:
+    secretName: {{ $o.clientSecret.name }}
+    defaultMode: 0440
+    items:
+      - key: {{ $o.clientSecret.key }}
+        path: {{ $o.clientSecret.key }}
+{{- if $o.caSecret.name }}
+- name: medic-agent-oauth-ca
+  secret:
+    secretName: {{ $o.caSecret.name }}
+    defaultMode: 0444
+    items:
+      - key: {{ $o.caSecret.key }}
+        path: {{ $o.caSecret.key }}
+{{- end }}
+{{- else if ne $k.sasl.mechanism "AWS_MSK_IAM" }}
 - name: medic-agent-sasl
   secret:
     secretName: {{ $k.sasl.passwordSecret.name }}
@@ -232,6 +297,7 @@ sidecar is included from a parent chart, .Chart is the parent's.
     items:
       - key: {{ $k.sasl.passwordSecret.key }}
         path: {{ $k.sasl.passwordSecret.key }}
+{{- end }}
 {{- end }}
 {{- if $k.tls.caSecret.name }}
 - name: medic-agent-tls-ca
