@@ -12,6 +12,10 @@
 //!   seconds`), Kafka requests per collection (`medic_agent_kafka_requests_total`, checked
 //!   against the fake's own request log), CPU seconds per collection (`/proc/<pid>/stat`) and
 //!   peak RSS (`VmHWM`); and the CPU this process (the fake) spent meanwhile;
+//! - scrapes `/metrics` as Prometheus does, with `Accept-Encoding: gzip` (the agent serves its
+//!   compressed buffer; this process decompresses it), and asserts the answer was gzip;
+//! - measures what compressing the text costs: the CPU seconds of deflating the scraped text
+//!   here, the way the agent renders it (`flate2` fast, line by line, with a CRC-32);
 //! - fits peak RSS = base + bytes x partitions by least squares over the sizes.
 //!
 //! Settings (environment): `MEDIC_SCALE_SIZES=2000x10000,20000x100000` (groups x partitions),
@@ -19,7 +23,9 @@
 //! (another build of the agent, e.g. a baseline; default: this workspace's release binary),
 //! `MEDIC_SCALE_HISTORY_SAMPLES=64` (the agent's `--history-samples`), `MEDIC_SCALE_WRAPPER=
 //! "valgrind --tool=massif --massif-out-file=/tmp/agent.massif"` (a profiler that runs the
-//! agent in its own process).
+//! agent in its own process), `MEDIC_SCALE_SCRAPE=identity` (scrape without `Accept-Encoding`,
+//! as the first version of this bench did: the agent then decompresses the whole text for each
+//! scrape).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -47,6 +53,8 @@ struct Row {
     fake_cpu_s: f64,
     rss_mb: f64,
     scrape_mb: f64,
+    wire_mb: f64,
+    deflate_cpu_s: f64,
     checked: String,
 }
 
@@ -71,6 +79,65 @@ fn cpu_seconds(pid: &str) -> f64 {
     let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
+}
+
+/// GET /metrics; with `gzip`, as Prometheus does (`Accept-Encoding: gzip`), decompressing the
+/// answer here. Returns (body bytes on the wire, whether it was gzip, the text); `None` while
+/// nothing answers.
+fn scrape(port: u16, gzip: bool) -> Option<(usize, bool, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
+    let accept = if gzip {
+        "Accept-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
+    // HTTP/1.0 and Connection: close: the body ends where the connection does.
+    write!(
+        s,
+        "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    assert!(
+        head.split_whitespace().nth(1) == Some("200"),
+        "GET /metrics: {head}"
+    );
+    let body = &raw[split + 4..];
+    let gzipped = head
+        .lines()
+        .any(|l| l.starts_with("content-encoding:") && l.contains("gzip"));
+    let text = if gzipped {
+        let mut text = String::new();
+        flate2::read::MultiGzDecoder::new(body)
+            .read_to_string(&mut text)
+            .expect("the agent's gzip answer decompresses");
+        text
+    } else {
+        String::from_utf8_lossy(body).into_owned()
+    };
+    Some((body.len(), gzipped, text))
+}
+
+/// CPU seconds of deflating `text` as the agent's renderer does: `flate2` fast level, written
+/// line by line, with a CRC-32 of the text; measured on this thread.
+fn deflate_cpu_seconds(text: &str) -> (f64, usize) {
+    use std::io::Write;
+    let before = cpu_seconds("thread-self");
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut crc = crc32fast::Hasher::new();
+    for line in text.split_inclusive('\n') {
+        crc.update(line.as_bytes());
+        enc.write_all(line.as_bytes()).unwrap();
+    }
+    enc.flush().unwrap();
+    let out = enc.finish().unwrap();
+    std::hint::black_box(crc.finalize());
+    (cpu_seconds("thread-self") - before, out.len())
 }
 
 fn metric_sum(text: &str, name: &str) -> f64 {
@@ -117,7 +184,7 @@ fn fill(table: &mut Table, groups: usize, partitions: usize, now_ms: i64) {
     }
 }
 
-fn bench(agent_bin: &Path, groups: usize, partitions: usize, warm_n: f64) -> Row {
+fn bench(agent_bin: &Path, groups: usize, partitions: usize, warm_n: f64, gzip: bool) -> Row {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -179,15 +246,11 @@ fn bench(agent_bin: &Path, groups: usize, partitions: usize, warm_n: f64) -> Row
             .filter(|r| r.api_key == METADATA_API_KEY)
             .count()
     };
-    let read = || {
-        medic_e2e::http::request(port, "GET", "/metrics", &[], b"")
-            .ok()
-            .map(|r| r.body)
-    };
+    let read = || scrape(port, gzip);
     // The first collection: /metrics is small until it ends, so polling it is cheap, and the
     // first reading with a timed collection is taken seconds before the second one starts.
     let t1 = wait_until(Duration::from_secs(900), "the first collection", || {
-        let t = read()?;
+        let (_, _, t) = read()?;
         (metric_sum(&t, "medic_agent_collection_duration_seconds_count") >= 1.0).then_some(t)
     });
     let (cpu1, fake_cpu1, fake_req1) = (
@@ -206,7 +269,8 @@ fn bench(agent_bin: &Path, groups: usize, partitions: usize, warm_n: f64) -> Row
         // Less the Metadata request of the collection that just started.
         cluster.requests().len() as f64 - 1.0,
     );
-    let t2 = read().expect("/metrics after the warm collections");
+    let (wire, gzipped, t2) = read().expect("/metrics after the warm collections");
+    assert_eq!(gzipped, gzip, "Content-Encoding gzip iff asked for");
     let sum1 = metric_sum(&t1, "medic_agent_collection_duration_seconds_sum");
     let count1 = metric_sum(&t1, "medic_agent_collection_duration_seconds_count");
     let req1 = metric_sum(&t1, "medic_agent_kafka_requests_total");
@@ -249,6 +313,12 @@ fn bench(agent_bin: &Path, groups: usize, partitions: usize, warm_n: f64) -> Row
     assert_eq!(lag_total as usize, groups * PARTITIONS_PER_GROUP);
     drop(cluster);
     rt.shutdown_timeout(Duration::from_secs(5));
+    let (deflate_cpu_s, deflated) = deflate_cpu_seconds(&t2);
+    eprintln!(
+        "deflating the {:.1} MB text here: {deflate_cpu_s:.3} CPU s, {:.1} MB",
+        t2.len() as f64 / 1e6,
+        deflated as f64 / 1e6
+    );
     Row {
         size: format!("{groups} groups / {partitions} partitions"),
         partitions,
@@ -260,6 +330,8 @@ fn bench(agent_bin: &Path, groups: usize, partitions: usize, warm_n: f64) -> Row
         fake_cpu_s: (fake_cpu2 - fake_cpu1) / warm_n,
         rss_mb: rss,
         scrape_mb: t2.len() as f64 / 1e6,
+        wire_mb: wire as f64 / 1e6,
+        deflate_cpu_s,
         checked: format!("{seen_groups} groups, {seen_parts} partitions, total lag {lag_total}"),
     }
 }
@@ -297,24 +369,29 @@ fn main() {
     .map(|(g, p)| (g.parse().unwrap(), p.parse().unwrap()))
     .collect();
     let warm_n: f64 = env_or("MEDIC_SCALE_WARM", "5").parse().unwrap();
+    let gzip = match env_or("MEDIC_SCALE_SCRAPE", "gzip").as_str() {
+        "gzip" => true,
+        "identity" => false,
+        other => panic!("MEDIC_SCALE_SCRAPE={other:?}: expected gzip or identity"),
+    };
     let agent_bin = std::env::var("MEDIC_AGENT_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_BIN_EXE_medic-agent")));
     eprintln!("agent binary: {}", agent_bin.display());
     let mut rows = Vec::new();
     for (groups, partitions) in sizes {
-        let r = bench(&agent_bin, groups, partitions, warm_n);
+        let r = bench(&agent_bin, groups, partitions, warm_n, gzip);
         eprintln!(
             "{}: cold {:.0} ms, warm {:.0} ms, {:.0} requests, {:.3} CPU s, {:.1} MB peak",
             r.size, r.cold_ms, r.warm_ms, r.requests, r.cpu_s, r.rss_mb
         );
         rows.push(r);
     }
-    println!("| size | first collection (ms) | warm collection (ms) | Kafka requests / collection (agent / fake) | agent CPU s / collection | fake CPU s / collection | peak RSS (MB) | /metrics (MB) | what it saw |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("| size | first collection (ms) | warm collection (ms) | Kafka requests / collection (agent / fake) | agent CPU s / collection | fake CPU s / collection | peak RSS (MB) | /metrics text (MB) | on the wire (MB, {}) | deflating the text (CPU s) | what it saw |", if gzip { "gzip" } else { "identity" });
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in &rows {
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} / {:.0} | {:.3} | {:.3} | {:.1} | {:.1} | {} |",
+            "| {} | {:.0} | {:.0} | {:.0} / {:.0} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} | {:.3} | {} |",
             r.size,
             r.cold_ms,
             r.warm_ms,
@@ -324,6 +401,8 @@ fn main() {
             r.fake_cpu_s,
             r.rss_mb,
             r.scrape_mb,
+            r.wire_mb,
+            r.deflate_cpu_s,
             r.checked
         );
     }
