@@ -135,7 +135,12 @@ impl AuditTopicConfig {
                 None => p.push(format!(
                     "audit.topic.sasl_mechanism: required with security_protocol {protocol} (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
                 )),
-                Some(Err(e)) => p.push(format!("audit.topic.sasl_mechanism: {e}")),
+                Some(Err(_)) | Some(Ok(SaslMechanism::OAuthBearer | SaslMechanism::AwsMskIam)) => {
+                    p.push(format!(
+                        "audit.topic.sasl_mechanism: {:?} is not supported for the audit topic; expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                        self.sasl_mechanism.as_deref().unwrap_or_default()
+                    ))
+                }
                 Some(Ok(_)) => {}
             }
             if self.sasl_username.as_deref().is_none_or(str::is_empty) {

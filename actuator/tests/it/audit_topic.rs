@@ -478,11 +478,34 @@ fn settings_are_validated_naming_the_key() {
     assert_eq!(
         p,
         vec![
-            "audit.topic.sasl_mechanism: unknown SASL mechanism \"GSSAPI\"; expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512".to_string(),
+            "audit.topic.sasl_mechanism: \"GSSAPI\" is not supported for the audit topic; expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512".to_string(),
             "audit.topic.sasl_username: required with security_protocol sasl_plaintext".into(),
             "audit.topic.sasl_password_file: cannot read /nonexistent/pw: No such file or directory (os error 2)".into(),
         ]
     );
+    // OAUTHBEARER and AWS_MSK_IAM are medic-kafka's (the kafka backend, the agent), not
+    // librdkafka's in this build: refused for the audit topic, naming the key.
+    for mechanism in ["OAUTHBEARER", "AWS_MSK_IAM"] {
+        let p = problems(
+            &[],
+            &[
+                ("MEDIC_ACTUATOR_AUDIT_TOPIC_BOOTSTRAP_SERVERS", "k:9092"),
+                (
+                    "MEDIC_ACTUATOR_AUDIT_TOPIC_SECURITY_PROTOCOL",
+                    "sasl_plaintext",
+                ),
+                ("MEDIC_ACTUATOR_AUDIT_TOPIC_SASL_MECHANISM", mechanism),
+                ("MEDIC_ACTUATOR_AUDIT_TOPIC_SASL_USERNAME", "u"),
+            ],
+        );
+        assert_eq!(
+            p,
+            vec![
+                format!("audit.topic.sasl_mechanism: {mechanism:?} is not supported for the audit topic; expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+                "audit.topic.sasl_password_file: required with security_protocol sasl_plaintext".into(),
+            ]
+        );
+    }
     // TLS needs a librdkafka with OpenSSL: refused, naming the key, when this build has none.
     let features = ClientConfig::new()
         .create_native_config()
