@@ -301,7 +301,13 @@ fn bench(agent_bin: &Path, groups: usize, partitions: usize, warm_n: f64, gzip: 
     let health = get(port, "/healthz");
     let rss = proc_status_kib(pid, "VmHWM:") / 1024.0;
     agent.terminate(Duration::from_secs(10));
-    assert_eq!(health.status, 200, "{}", agent.describe());
+    assert_eq!(
+        health.status,
+        200,
+        "/healthz: {}\n{}",
+        health.body,
+        agent.describe()
+    );
     // The agent saw everything: every group, every (group, partition), lag 1 each.
     assert_eq!(seen_groups as usize, groups, "{}", agent.describe());
     assert_eq!(

@@ -138,7 +138,7 @@ impl From<&str> for CompressedText {
 
 /// Renders straight into a [`CompressedText`], so the whole text never exists at once.
 pub(crate) struct TextWriter {
-    enc: flate2::write::DeflateEncoder<Vec<u8>>,
+    enc: std::io::BufWriter<flate2::write::DeflateEncoder<Vec<u8>>>,
     crc: crc32fast::Hasher,
     len: u64,
 }
@@ -146,7 +146,10 @@ pub(crate) struct TextWriter {
 impl TextWriter {
     pub(crate) fn new() -> TextWriter {
         TextWriter {
-            enc: flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast()),
+            enc: std::io::BufWriter::with_capacity(
+                64 * 1024,
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast()),
+            ),
             crc: crc32fast::Hasher::new(),
             len: 0,
         }
@@ -156,7 +159,7 @@ impl TextWriter {
         use std::io::Write;
         // A sync flush: the stream ends on a byte boundary, without a final block.
         let _ = self.enc.flush();
-        let mut deflate = std::mem::take(self.enc.get_mut());
+        let mut deflate = std::mem::take(self.enc.get_mut().get_mut());
         deflate.shrink_to_fit();
         CompressedText {
             deflate,
