@@ -266,18 +266,21 @@ fn keda_external_scaler_follows_the_persistent_lag_alert_and_the_deployment_is_n
         "the group's lag in Prometheus",
         || stack.prometheus.value(&lag_rule).filter(|v| *v < 50.0),
     );
-    // The rules apply the keda policy's overrides, as for any policy.
-    let effective = |what: &str| {
-        stack
-            .prometheus
-            .value(&format!(
-                "cluster_consumergroup:medic_consumergroup_{what}:effective{{{}}}",
-                stack.group_selector()
-            ))
-            .unwrap_or_else(|| panic!("the effective {what}"))
+    // The rules apply the keda policy's overrides, as for any policy, once Prometheus has
+    // scraped the actuator's policy series (until then the rule's default holds).
+    let effective = |what: &str, want: f64| {
+        let query = format!(
+            "cluster_consumergroup:medic_consumergroup_{what}:effective{{{}}}",
+            stack.group_selector()
+        );
+        wait_until(
+            Duration::from_secs(60),
+            &format!("the effective {what} to be the policy's {want}"),
+            || stack.prometheus.value(&query).filter(|v| *v == want),
+        );
     };
-    assert_eq!(effective("lag_threshold"), threshold);
-    assert_eq!(effective("lag_sustain_seconds"), SUSTAIN);
+    effective("lag_threshold", threshold);
+    effective("lag_sustain_seconds", SUSTAIN);
     let producer = medic_e2e::producer(&b);
     for part in 0..parts {
         medic_e2e::produce_burst(&producer, &topic, part, BURST as usize / parts as usize);
