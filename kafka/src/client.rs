@@ -472,28 +472,20 @@ impl KafkaClient {
             .groups
             .into_iter()
             .map(|g| {
-                let described = if g.error_code != 0 {
-                    Err(describe_error(g.error_code, g.error_message.as_deref()))
-                } else {
-                    Ok(DescribedGroup {
-                        state: g.group_state.to_string(),
-                        protocol_type: g.protocol_type.to_string(),
-                        members: g
-                            .members
-                            .into_iter()
-                            .map(|m| GroupMember {
-                                member_id: m.member_id.to_string(),
-                                instance_id: m.group_instance_id.map(|i| i.to_string()),
-                                client_id: m.client_id.to_string(),
-                                client_host: m.client_host.to_string(),
-                            })
-                            .collect(),
-                    })
-                };
-                GroupDescription {
-                    group: g.group_id.0.to_string(),
-                    described,
-                }
+                let members = g.members.into_iter().map(|m| GroupMember {
+                    member_id: m.member_id.to_string(),
+                    instance_id: m.group_instance_id.map(|i| i.to_string()),
+                    client_id: m.client_id.to_string(),
+                    client_host: m.client_host.to_string(),
+                });
+                description(
+                    &g.group_id,
+                    g.error_code,
+                    g.error_message.as_deref(),
+                    &g.group_state,
+                    &g.protocol_type,
+                    members,
+                )
             })
             .collect())
     }
@@ -525,28 +517,20 @@ impl KafkaClient {
             .groups
             .into_iter()
             .map(|g| {
-                let described = if g.error_code != 0 {
-                    Err(describe_error(g.error_code, g.error_message.as_deref()))
-                } else {
-                    Ok(DescribedGroup {
-                        state: g.group_state.to_string(),
-                        protocol_type: "consumer".to_string(),
-                        members: g
-                            .members
-                            .into_iter()
-                            .map(|m| GroupMember {
-                                member_id: m.member_id.to_string(),
-                                instance_id: m.instance_id.map(|i| i.to_string()),
-                                client_id: m.client_id.to_string(),
-                                client_host: m.client_host.to_string(),
-                            })
-                            .collect(),
-                    })
-                };
-                GroupDescription {
-                    group: g.group_id.0.to_string(),
-                    described,
-                }
+                let members = g.members.into_iter().map(|m| GroupMember {
+                    member_id: m.member_id.to_string(),
+                    instance_id: m.instance_id.map(|i| i.to_string()),
+                    client_id: m.client_id.to_string(),
+                    client_host: m.client_host.to_string(),
+                });
+                description(
+                    &g.group_id,
+                    g.error_code,
+                    g.error_message.as_deref(),
+                    &g.group_state,
+                    "consumer",
+                    members,
+                )
             })
             .collect())
     }
@@ -782,6 +766,30 @@ impl KafkaClient {
 }
 
 /// A per-group describe error: the code's name, and the broker's message when it sent one.
+/// One group of a DescribeGroups or ConsumerGroupDescribe answer: its error, or what it is.
+fn description(
+    group: &GroupId,
+    error_code: i16,
+    error_message: Option<&str>,
+    state: &str,
+    protocol_type: &str,
+    members: impl Iterator<Item = GroupMember>,
+) -> GroupDescription {
+    let described = if error_code != 0 {
+        Err(describe_error(error_code, error_message))
+    } else {
+        Ok(DescribedGroup {
+            state: state.to_string(),
+            protocol_type: protocol_type.to_string(),
+            members: members.collect(),
+        })
+    };
+    GroupDescription {
+        group: group.0.to_string(),
+        described,
+    }
+}
+
 fn describe_error(code: i16, message: Option<&str>) -> String {
     match message {
         Some(m) if !m.is_empty() => format!("{}: {m}", code_name(code)),
